@@ -1,0 +1,62 @@
+"""The `spool` command: one group that builds a `Spool` for its subcommands.
+
+Errors: a SpoolError becomes one `Error: ...` line and the exit code of DESIGN §8.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from spool.api import Spool
+from spool.errors import SpoolError
+
+
+class SpoolFailure(click.ClickException):
+    """A SpoolError shown as `Error: ...` with its own exit code."""
+
+    def __init__(self, error: SpoolError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class SpoolGroup(click.Group):
+    """Turns SpoolError raised by any command into its exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except SpoolError as error:
+            raise SpoolFailure(error) from None
+
+
+@click.group(cls=SpoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--spool", "spool_dir", envvar="SPOOL_DIR", default="spool", show_default=True,
+              type=click.Path(file_okay=False), help="Spool directory [env: SPOOL_DIR].")
+@click.option("--host", envvar="SPOOL_HOST", default=None,
+              help="This host's name [env: SPOOL_HOST; default: short hostname].")
+@click.version_option(package_name="spool", message="spool %(version)s")
+@click.pass_context
+def main(ctx: click.Context, spool_dir: str, host: str | None) -> None:
+    """spool: jobs as JSON files, state as directories, every change one rename.
+
+    \b
+    Quick start:
+      spool init                       create ./spool with a sample spool.toml
+      spool submit echo -a message=hi  enqueue a job (prints its id)
+      spool worker                     run jobs
+      spool status                     see counts, hosts and schedules
+    """
+    try:
+        ctx.obj = Spool(spool_dir, host=host)
+    except SpoolError as error:
+        raise SpoolFailure(error) from None
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(main())
+
+
+from spool.cli import admin, daemons, jobs  # noqa: E402,F401  (each module adds its commands)

@@ -1,0 +1,228 @@
+"""Commands that enqueue and inspect jobs: submit, ls, show, logs, wait, cancel, retry, purge."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from spool.api import Spool
+from spool.cli import main
+from spool.cli.common import DURATION, emit_json, table
+from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
+from spool.job import Job
+from spool.layout import STATES
+from spool.timeutil import format_time
+
+WAIT_EXIT = {"completed": 0, "cancelled": 5}
+
+
+def _args(args_json: str | None, pairs: tuple[str, ...]) -> Any:
+    """ARGS_JSON (or '-' for stdin) merged with -a k=v (string) and -a k:=v (JSON) pairs."""
+    text = sys.stdin.read() if args_json == "-" else args_json
+    args: Any = {}
+    if text is not None:
+        try:
+            args = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"ARGS_JSON {text!r} is not JSON: {exc}") from None
+    if pairs and not isinstance(args, dict):
+        raise InvalidInput(f"-a needs ARGS_JSON to be an object, not {text!r}")
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"-a {pair!r} is not KEY=VALUE (or KEY:=JSON)")
+        if key.endswith(":"):
+            try:
+                args[key[:-1]] = json.loads(value)
+            except ValueError as exc:
+                raise InvalidInput(f"-a {pair!r}: {value!r} is not JSON: {exc}") from None
+        else:
+            args[key] = value
+    return args
+
+
+@main.command()
+@click.argument("job")
+@click.argument("args_json", required=False)
+@click.option("-a", "--arg", "pairs", multiple=True, metavar="K=V",
+              help="Set one argument: K=V (a string) or K:=JSON. Repeatable.")
+@click.option("--priority", type=int, help="0 (first) to 9 (last); default from the job type.")
+@click.option("--delay", type=DURATION, help="Run no sooner than this from now (e.g. 15m).")
+@click.option("--at", help="Run no sooner than this RFC 3339 time.")
+@click.option("--id", "job_id", help="Your own id (must not exist yet).")
+@click.option("--unique", help="Refuse (exit 4) while a job with this key is pending or running.")
+@click.option("--after", multiple=True, metavar="ID", help="Run after this job completed. Repeatable.")
+@click.option("--slots", type=int, help="Slots the job holds while it runs.")
+@click.option("--timeout", type=DURATION, help="Per-attempt time limit.")
+@click.option("--max-attempts", type=int, help="Attempts before the job goes to dead/.")
+@click.option("--wait", "wait_for", is_flag=True, help="Wait for the job; exit as 'spool wait'.")
+@click.pass_obj
+def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
+           priority: int | None, delay: float | None, at: str | None, job_id: str | None,
+           unique: str | None, after: tuple[str, ...], slots: int | None,
+           timeout: float | None, max_attempts: int | None, wait_for: bool) -> None:
+    """Enqueue a JOB of a type declared in spool.toml; prints its id.
+
+    ARGS_JSON is any JSON value ('-' reads it from stdin); -a adds keys to an object.
+
+    \b
+    Examples:
+      spool submit send_email '{"to": "ops@example.org"}'
+      spool submit send_email -a to=ops@example.org --delay 10m --priority 2
+      echo '[1, 2]' | spool submit add - --wait
+    """
+    new_id = sp.submit(job, _args(args_json, pairs), id=job_id, priority=priority, delay=delay,
+                       at=at, unique=unique, after=after, slots=slots, timeout=timeout,
+                       max_attempts=max_attempts)
+    click.echo(new_id)
+    if wait_for:
+        sys.exit(_wait_code([sp.wait(new_id)]))
+
+
+def _row(job: Job) -> list[str]:
+    when = job.finished_at if job.finished else job.run_at
+    return [job.id, job.state, job.job, str(job.priority), str(job.attempts),
+            job.outcome or "-", format_time(when) if when else "-"]
+
+
+@main.command("ls")
+@click.argument("state", required=False, default="all",
+                type=click.Choice([*STATES, "all"]))
+@click.option("--job", "job_type", help="Only jobs of this job type.")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many jobs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (a list).")
+@click.pass_obj
+def ls(sp: Spool, state: str, job_type: str | None, limit: int | None, as_json: bool) -> None:
+    """List jobs of a STATE (pending in claim order, then by id)."""
+    found = sp.list_with_bodies(state, job=job_type, limit=limit)
+    if as_json:
+        emit_json([job.to_json(body) for job, body in found])
+    elif found:
+        click.echo(table([_row(job) for job, _ in found],
+                         ["ID", "STATE", "JOB", "PRI", "TRIES", "OUTCOME", "DUE/FINISHED"]))
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="The job file's fields plus state and path.")
+@click.pass_obj
+def show(sp: Spool, job_id: str, as_json: bool) -> None:
+    """Show one job: its state, fields and attempt history."""
+    job, body = sp.get_with_body(job_id)
+    if as_json:
+        emit_json(job.to_json(body))
+        return
+    for key in ("id", "state", "job", "args", "priority", "run_at", "created_at", "attempts",
+                "max_attempts", "timeout", "slots", "unique", "after", "schedule", "meta",
+                "outcome", "exit_code", "result", "error", "finished_at"):
+        if body.get(key) not in (None, [], {}) or key in ("id", "state", "attempts"):
+            value = job.state if key == "state" else body.get(key)
+            click.echo(f"{key:<13}{json.dumps(value) if not isinstance(value, str) else value}")
+    click.echo(f"{'path':<13}{job.path}")
+    for entry in body.get("history") or []:
+        click.echo(f"attempt {entry.get('attempt')}: {entry.get('outcome')} on "
+                   f"{entry.get('host')} {entry.get('started_at')} -> {entry.get('ended_at')}"
+                   + (f" exit {entry['exit_code']}" if entry.get("exit_code") is not None else "")
+                   + (f" ({entry['error']})" if entry.get("error") else ""))
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job finishes.")
+@click.pass_obj
+def logs(sp: Spool, job_id: str, follow: bool) -> None:
+    """Print a job's log: every attempt's output after a header line."""
+    sp.get(job_id)
+    path = sp.layout.log_path(job_id)
+    offset = 0
+    while True:
+        try:
+            with open(path, "rb") as log:
+                log.seek(offset)
+                chunk = log.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            offset += len(chunk)
+        if not follow or (sp.finished_job(job_id) is not None and not chunk):
+            return
+        time.sleep(0.2)
+
+
+def _wait_code(jobs: list[Job]) -> int:
+    codes = [WAIT_EXIT.get(job.outcome or "", 1) for job in jobs]
+    return 1 if 1 in codes else max(codes, default=0)
+
+
+@main.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", type=DURATION, help="Give up after this long (exit 124).")
+@click.pass_obj
+def wait(sp: Spool, job_ids: tuple[str, ...], timeout: float | None) -> None:
+    """Wait until the jobs finish: exit 0 completed, 1 failed/dead, 5 cancelled, 124 timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished = []
+    for job_id in job_ids:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        job = sp.wait(job_id, timeout=left)
+        click.echo(f"{job.id} {job.state} {job.outcome}")
+        finished.append(job)
+    sys.exit(_wait_code(finished))
+
+
+def _each(ids: tuple[str, ...], action) -> None:
+    """Apply `action` to every id; report each failure, exit with the first failure's code."""
+    first: SpoolError | None = None
+    for job_id in ids:
+        try:
+            action(job_id)
+        except (JobNotFound, Conflict, InvalidInput) as error:
+            click.echo(f"Error: {error}", err=True)
+            first = first or error
+    if first is not None:
+        sys.exit(first.exit_code)
+
+
+@main.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.pass_obj
+def cancel(sp: Spool, job_ids: tuple[str, ...]) -> None:
+    """Cancel jobs: a pending one ends in done/ as cancelled; a running one is stopped."""
+    _each(job_ids, lambda job_id: click.echo(f"{job_id} {sp.cancel(job_id)}"))
+
+
+@main.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Retry every dead job.")
+@click.option("--job", "job_type", help="With --all: only dead jobs of this type.")
+@click.pass_obj
+def retry(sp: Spool, job_ids: tuple[str, ...], every: bool, job_type: str | None) -> None:
+    """Move dead jobs back to pending/ with their attempts reset."""
+    if every == bool(job_ids):
+        raise click.UsageError("give job ids or --all, not both and not neither")
+    if every:
+        for job_id in sp.retry_all(job_type):
+            click.echo(f"{job_id} retried")
+        return
+    _each(job_ids, lambda job_id: (sp.retry(job_id), click.echo(f"{job_id} retried")))
+
+
+@main.command()
+@click.argument("state", type=click.Choice(["done", "dead", "all"]))
+@click.option("--older-than", type=DURATION, help="Only jobs finished longer ago than this.")
+@click.option("--yes", is_flag=True, help="Really delete (without it: only show the count).")
+@click.pass_obj
+def purge(sp: Spool, state: str, older_than: float | None, yes: bool) -> None:
+    """Delete finished jobs (with their logs) from done/, dead/ or both."""
+    ids = sp.purge(state, older_than, dry_run=not yes)
+    if yes:
+        click.echo(f"purged {len(ids)} jobs")
+    else:
+        click.echo(f"would purge {len(ids)} jobs; run again with --yes to delete them")
+

@@ -1,0 +1,213 @@
+"""The Python API of DESIGN §9: `Spool(path)` and its verbs, a thin layer over the store."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from spool.config import Config, load_config
+from spool.errors import Conflict, InvalidInput, JobNotFound, WaitTimeout
+from spool.job import Job, normalize
+from spool.layout import STATES, Layout, default_host, new_id, validate_host, validate_id
+from spool.store import Store
+from spool.timeutil import UTC, format_time, parse_duration, parse_time
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real clock; only outermost callers use it, everything else takes `now`."""
+    return datetime.now(UTC)
+
+
+class Spool:
+    """A spool directory, seen from one host."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, host: str | None = None,
+                 config: Config | None = None, clock: Clock = utc_now) -> None:
+        root = Path(path if path is not None else os.environ.get("SPOOL_DIR") or "spool")
+        self.layout = Layout(root.absolute())
+        self.host = validate_host(host or default_host())
+        self.clock = clock
+        self._config = config
+        self._store: Store | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.layout.root
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.layout.require().config_path)
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self.layout.require()
+            self._store = Store(self.layout.root, self.config, self.host)
+        return self._store
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def build(self, job: str, args: Any = None, *, id: str | None = None,
+              priority: int | None = None, delay: float | timedelta | str | None = None,
+              at: datetime | str | None = None, unique: str | None = None,
+              after: Iterable[str] = (), slots: int | None = None,
+              timeout: float | timedelta | str | None = None, max_attempts: int | None = None,
+              meta: dict | None = None, schedule: str | None = None) -> dict:
+        """A validated job body, not yet written."""
+        now = self.clock()
+        if delay is not None and at is not None:
+            raise InvalidInput("give either delay or at, not both")
+        run_at = now
+        if delay is not None:
+            run_at = now + timedelta(seconds=parse_duration(delay, "delay"))
+        elif at is not None:
+            run_at = parse_time(at, "at")
+        raw: dict[str, Any] = {"job": job, "args": {} if args is None else args,
+                               "run_at": format_time(run_at), "created_at": format_time(now),
+                               "after": [validate_id(dep, "after") for dep in after]}
+        for key, value in (("priority", priority), ("unique", unique), ("slots", slots),
+                           ("max_attempts", max_attempts), ("meta", meta),
+                           ("schedule", schedule)):
+            if value is not None:
+                raw[key] = value
+        if timeout is not None:
+            raw["timeout"] = parse_duration(timeout, "timeout")
+        job_id = validate_id(id) if id is not None else new_id(now)
+        return normalize(raw, self.config, now, job_id)
+
+    def submit(self, job: str, args: Any = None, **options: Any) -> str:
+        """Enqueue one job; returns its id. Conflict when `id` or `unique` is taken."""
+        body = self.build(job, args, **options)
+        return self.store.submit(body, self.clock(), exclusive_id=options.get("id") is not None)
+
+    def submit_many(self, jobs: Iterable[dict]) -> list[str]:
+        """Enqueue many jobs (each a dict of `submit`'s arguments) with one directory fsync."""
+        specs = list(jobs)
+        bodies = [self.build(**spec) for spec in specs]
+        chosen = any(spec.get("id") is not None for spec in specs)
+        return self.store.submit_many(bodies, self.clock(), exclusive_id=chosen)
+
+    # -- inspect -------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job in whatever state it is; JobNotFound when there is none."""
+        return self.store.get(validate_id(job_id))[0]
+
+    def get_with_body(self, job_id: str) -> tuple[Job, dict]:
+        """The job and its stored fields (for `show --json`)."""
+        return self.store.get(validate_id(job_id))
+
+    def list(self, state: str | None = None, *, job: str | None = None,
+             limit: int | None = None) -> list[Job]:
+        """Jobs of one state (all states when None), pending in claim order, others by id."""
+        return [found for found, _ in self.list_with_bodies(state, job=job, limit=limit)]
+
+    def list_with_bodies(self, state: str | None = None, *, job: str | None = None,
+                         limit: int | None = None) -> list[tuple[Job, dict]]:
+        """`list`, keeping each stored body; reads only as many files as it returns."""
+        if state not in (None, "all", *STATES):
+            raise InvalidInput(f"state {state!r} is not one of {', '.join(STATES)}, all")
+        found: list[tuple[Job, dict]] = []
+        for where_state, path in self._paths(state):
+            if limit is not None and len(found) >= limit:
+                break
+            try:
+                body = self.store.read(path)
+            except (OSError, InvalidInput):
+                continue  # moved or unreadable meanwhile: a listing is a hint
+            if job is None or body.get("job") == job:
+                found.append((Job.from_body(body, where_state, path), body))
+        return found
+
+    def _paths(self, state: str | None) -> Iterable[tuple[str, Path]]:
+        store = self.store
+        states = STATES if state in (None, "all") else (state,)
+        for each in states:
+            if each == "pending":
+                yield from ((each, store.layout.pending / n) for n in store.pending_names())
+            elif each == "processing":
+                paths = sorted(store.processing_paths(), key=lambda p: p.name)
+                yield from ((each, p) for p in paths)
+            else:
+                directory = store.layout.state_dir(each)
+                yield from ((each, directory / n) for n in store.terminal_names(each))
+
+    # -- act -----------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a pending job (now) or a running one (its worker stops it).
+
+        Returns "cancelled" or "requested"; Conflict for a finished job.
+        """
+        from spool.operations import cancel
+
+        return cancel(self.store, validate_id(job_id), self.clock())
+
+    def retry(self, job_id: str) -> None:
+        """Move a dead job back to pending/ with its attempts reset; Conflict if not dead."""
+        from spool.operations import retry
+
+        retry(self.store, validate_id(job_id), self.clock())
+
+    def retry_all(self, job: str | None = None) -> list[str]:
+        """Retry every dead job (of one job type when given)."""
+        from spool.operations import retry
+
+        ids = [found.id for found in self.list("dead", job=job)]
+        done = []
+        for job_id in ids:
+            try:
+                retry(self.store, job_id, self.clock())
+                done.append(job_id)
+            except (JobNotFound, Conflict):
+                continue
+        return done
+
+    def purge(self, state: str, older_than: float | timedelta | str | None = None,
+              *, dry_run: bool = False) -> list[str]:
+        """Delete finished jobs of `state` (done, dead or all) older than `older_than`."""
+        from spool.operations import purge
+
+        age = None if older_than is None else parse_duration(older_than, "older-than")
+        return purge(self.store, state, age, self.clock(), dry_run=dry_run)
+
+    def wait(self, job_id: str, timeout: float | timedelta | str | None = None) -> Job:
+        """Block until the job is in done/ or dead/; WaitTimeout when time runs out."""
+        job_id = validate_id(job_id)
+        limit = None if timeout is None else parse_duration(timeout, "timeout")
+        deadline = None if limit is None else time.monotonic() + limit
+        self.get(job_id)
+        pause = 0.01
+        while True:
+            finished = self.finished_job(job_id)
+            if finished is not None:
+                return finished
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id!r} did not finish within {limit:g}s")
+            time.sleep(pause if deadline is None else
+                       max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 0.5)
+
+    def finished_job(self, job_id: str) -> Job | None:
+        for state in ("done", "dead"):
+            path = self.layout.state_dir(state) / f"{job_id}.json"
+            try:
+                body = self.store.read(path)
+            except (FileNotFoundError, InvalidInput):
+                continue
+            if body.get("outcome"):  # an unfilled terminal file is filled microseconds later
+                return Job.from_body(body, state, path)
+        return None
+
+    def status(self) -> dict:
+        """The `status --json` document."""
+        from spool.status import status
+
+        return status(self.store, self.clock())

@@ -1,0 +1,126 @@
+"""Adoption of dropped files: any `pending/*.json` not in canonical form.
+
+A drop is parsed and validated where it lies, held (renamed into tmp/, so one adopter wins),
+then either renamed into pending/ under its canonical name or rejected to `dead/ID.json`
+(outcome `invalid`, with the error) beside the untouched original `dead/ID.orig`.
+An unparsable file younger than DROP_SETTLE seconds is left alone: its writer may be busy.
+Ids of drops without a usable one derive from the file itself, so that re-adopting after a
+crash reaches the same id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import datetime
+from pathlib import Path
+
+from spool.errors import Conflict, InvalidInput
+from spool.files import read_bounded
+from spool.job import normalize
+from spool.layout import derived_id, is_valid_id
+from spool.store import Store
+from spool.timeutil import format_time, from_timestamp
+
+DROP_SETTLE = 5.0
+
+
+def adopt_drops(store: Store, now: datetime) -> list[str]:
+    """Adopt or reject every drop in pending/; returns the ids that entered a state."""
+    ids = []
+    for name in store.drop_names():
+        job_id = adopt_drop(store, name, now)
+        if job_id:
+            ids.append(job_id)
+    return ids
+
+
+def adopt_drop(store: Store, name: str, now: datetime) -> str | None:
+    """Adopt or reject one drop; None when it is still young, or another process took it."""
+    path = store.layout.pending / name
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    body, problem, unparsable = _inspect(store, path, info)
+    if unparsable and now.timestamp() - info.st_mtime < DROP_SETTLE:
+        return None
+    job_id, id_problem, chosen = _drop_id(name, body, info)
+    problem = problem or id_problem
+    normal = None
+    if problem is None:
+        try:
+            normal = normalize(body, store.config, now, job_id)
+        except InvalidInput as exc:
+            problem = str(exc)
+    hold = store.take_drop(name, job_id)
+    if hold is None:
+        return None
+    if normal is not None:
+        try:
+            store.adopt(hold, normal, now, exclusive_id=chosen)
+            return job_id
+        except Conflict as exc:
+            problem = str(exc)
+    return _reject(store, hold, job_id, name, body, problem or "unreadable", info, now)
+
+
+def _inspect(store: Store, path: Path,
+             info: os.stat_result) -> tuple[dict | None, str | None, bool]:
+    """(body, problem, unparsable): the parsed body, or what is wrong with the file."""
+    limit = store.config.defaults.max_job_bytes
+    if stat.S_ISLNK(info.st_mode):
+        return None, "is a symlink (never followed)", False
+    if stat.S_ISDIR(info.st_mode):
+        return None, "is a directory, not a job file", False
+    if not stat.S_ISREG(info.st_mode):
+        return None, "is not a regular file", False
+    if info.st_size > limit:
+        return None, f"is {info.st_size} bytes, larger than max_job_bytes ({limit})", False
+    try:
+        data = read_bounded(path, limit)
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}", False
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"is not valid JSON: {exc}", True
+    if not isinstance(body, dict):
+        return None, f"is not a JSON object but a {type(body).__name__}", False
+    return body, None, False
+
+
+def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, str | None, bool]:
+    """(id, problem, caller-chosen): the body's `id`, else a valid stem, else a derived id."""
+    derived = derived_id(from_timestamp(info.st_mtime),
+                         f"{name}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}")
+    if body is not None and "id" in body:
+        if is_valid_id(body["id"]):
+            return body["id"], None, True
+        return derived, (f"field 'id' {body['id']!r} is invalid: use 1-128 characters of "
+                         "A-Z a-z 0-9 . _ @ + -, not starting with '.' or '-'"), False
+    stem = name[:-5]
+    if is_valid_id(stem):
+        return stem, None, True
+    return derived, None, False
+
+
+def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict | None,
+            problem: str, info: os.stat_result, now: datetime) -> str:
+    dead = store.layout.dead
+    if os.path.lexists(dead / f"{job_id}.json") or os.path.lexists(dead / f"{job_id}.orig"):
+        job_id = derived_id(now, f"{name}:{info.st_ino}:{now.timestamp()}:rejected")
+    record = {
+        "id": job_id,
+        "job": body.get("job") if body and isinstance(body.get("job"), str) else None,
+        "outcome": "invalid",
+        "error": f"dropped file {name!r} {problem}" if problem.startswith("is ")
+        else f"dropped file {name!r}: {problem}",
+        "dropped_as": name,
+        "attempts": 0,
+        "history": [],
+        "finished_at": format_time(now),
+    }
+    store.reject(hold, record, now)
+    return job_id

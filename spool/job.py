@@ -1,0 +1,172 @@
+"""The job file: validation, defaults (job type, then `[defaults]`) and the frozen `Job` record.
+
+A job body is a plain dict as stored on disk; `normalize` is the one gate every body passes
+before spool writes it into `pending/`, whoever made it (API, CLI, a dropped file, cron).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from spool.config import Config
+from spool.errors import InvalidInput, UnknownJobType
+from spool.layout import validate_id
+from spool.timeutil import format_time, parse_duration, parse_time
+
+KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attempts",
+                "max_attempts", "timeout", "slots", "unique", "after", "schedule", "meta",
+                "history", "outcome", "exit_code", "result", "finished_at", "error")
+OUTCOMES = ("completed", "cancelled", "failed", "timeout", "lost", "interrupted", "invalid")
+_TIME_FIELDS = ("run_at", "created_at", "finished_at")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as read from its file: the file's fields plus `state` and `path`."""
+
+    id: str
+    job: str
+    state: str
+    path: Path
+    args: Any = None
+    priority: int = 5
+    run_at: datetime | None = None
+    created_at: datetime | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    timeout: float = 3600.0
+    slots: int = 1
+    unique: str | None = None
+    after: tuple[str, ...] = ()
+    schedule: str | None = None
+    meta: dict = field(default_factory=dict)
+    history: tuple[dict, ...] = ()
+    outcome: str | None = None
+    exit_code: int | None = None
+    result: Any = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: dict, state: str, path: Path) -> Job:
+        """A Job from a stored body (times parsed, unknown fields kept in `extra`)."""
+        known = {key: body[key] for key in KNOWN_FIELDS if key in body}
+        for key in _TIME_FIELDS:
+            if isinstance(known.get(key), str):
+                try:
+                    known[key] = parse_time(known[key])
+                except InvalidInput:
+                    known[key] = None
+        known["after"] = tuple(known.get("after") or ())
+        known["history"] = tuple(known.get("history") or ())
+        known["meta"] = known.get("meta") or {}
+        extra = {key: value for key, value in body.items() if key not in KNOWN_FIELDS}
+        known.setdefault("id", path.stem)
+        known.setdefault("job", "")
+        return cls(state=state, path=path, extra=extra, **known)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "dead")
+
+    def to_json(self, body: dict) -> dict:
+        """The `show --json` document: the file's fields plus state and absolute path."""
+        return {**body, "state": self.state, "path": str(self.path.absolute())}
+
+
+def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None) -> dict:
+    """A complete, valid job body from `raw`, or InvalidInput naming the bad field.
+
+    Missing fields take the job type's values, then `[defaults]`; unknown fields are kept.
+    `job_id` (when given) wins over the body's own `id`.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"a job must be a JSON object, not {type(raw).__name__}")
+    name = raw.get("job")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("field 'job' is missing or not a string: name a job type")
+    jtype = config.job_type(name)
+    if jtype is None:
+        known = ", ".join(sorted(config.jobs)) or "none declared in spool.toml"
+        raise UnknownJobType(f"unknown job type {name!r} (known: {known})")
+    body = dict(raw)
+    body["id"] = validate_id(job_id if job_id is not None else raw.get("id"), "field 'id'")
+    body["args"] = raw.get("args", {})
+    body["priority"] = _int_field(raw, "priority", jtype.priority, 0, 9)
+    body["run_at"] = format_time(_time_field(raw, "run_at", now))
+    body["created_at"] = format_time(_time_field(raw, "created_at", now))
+    body["attempts"] = _int_field(raw, "attempts", 0, 0)
+    body["max_attempts"] = _int_field(raw, "max_attempts", jtype.max_attempts, 1)
+    body["timeout"] = _timeout_field(raw, jtype.timeout)
+    body["slots"] = _int_field(raw, "slots", jtype.slots, 1)
+    body["unique"] = _optional_string(raw, "unique")
+    body["schedule"] = _optional_string(raw, "schedule")
+    body["after"] = [validate_id(dep, "field 'after' item") for dep in _list_field(raw, "after")]
+    body["history"] = _list_field(raw, "history")
+    meta = raw.get("meta", {})
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"field 'meta' must be an object, not {meta!r}")
+    body["meta"] = meta
+    return body
+
+
+def _int_field(raw: dict, key: str, default: int, low: int, high: int | None = None) -> int:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"field {key!r} must be an integer, not {value!r}")
+    if value < low or (high is not None and value > high):
+        span = f"{low}-{high}" if high is not None else f">= {low}"
+        raise InvalidInput(f"field {key!r} is {value}, out of range ({span})")
+    return value
+
+
+def _time_field(raw: dict, key: str, default: datetime) -> datetime:
+    value = raw.get(key)
+    return default if value is None else parse_time(value, f"field {key!r}")
+
+
+def _timeout_field(raw: dict, default: float) -> float:
+    value = raw.get("timeout")
+    if value is None:
+        return default
+    seconds = parse_duration(value, "field 'timeout'")
+    if seconds <= 0:
+        raise InvalidInput(f"field 'timeout' must be longer than zero, not {value!r}")
+    return seconds
+
+
+def _optional_string(raw: dict, key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidInput(f"field {key!r} must be a non-empty string or null, not {value!r}")
+    return value
+
+
+def _list_field(raw: dict, key: str) -> list:
+    value = raw.get(key) or []
+    if not isinstance(value, list):
+        raise InvalidInput(f"field {key!r} must be a list, not {value!r}")
+    return value
+
+
+def encode(body: dict) -> bytes:
+    """The bytes spool writes for a job body (compact, one trailing newline)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def decode(data: bytes, what: str) -> dict:
+    """The body in `data`; InvalidInput naming `what` when it is not a JSON object."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{what}: not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{what}: a job must be a JSON object, not {type(body).__name__}")
+    return body

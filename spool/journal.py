@@ -1,0 +1,51 @@
+"""The events journal: `events/<host>/<YYYY-MM-DD>.jsonl`, one JSON line per state change.
+
+Each host appends only to its own directory (O_APPEND is safe within one host, never across
+hosts on NFS). A journal failure is reported by the caller's logs but never blocks a transition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+from spool.timeutil import format_time
+
+
+class Journal:
+    """Appends event lines for one host, keeping the day's file open."""
+
+    def __init__(self, events_dir: Path, host: str) -> None:
+        self.directory = events_dir / host
+        self._day = ""
+        self._fd: int | None = None
+
+    def record(self, now: datetime, event: str, job_id: str, **fields: object) -> None:
+        """Append one event line; filesystem errors are swallowed (the journal is advisory)."""
+        line = {"time": format_time(now), "event": event, "id": job_id, **fields}
+        data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
+        try:
+            os.write(self._file(now.strftime("%Y-%m-%d")), data)
+        except OSError:
+            self.close()
+
+    def _file(self, day: str) -> int:
+        if self._fd is None or day != self._day:
+            self.close()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.directory / f"{day}.jsonl",
+                               os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self._day = day
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            finally:
+                self._fd = None
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,168 @@
+"""Where everything lives in a spool directory, and the names that encode job state.
+
+A pending name `P-DUE-ID.json` sorts by (priority, due, id), so a worker chooses work from a
+directory listing alone. A processing name `ID.N.json` carries the attempt number N.
+Nothing here renames or writes job files; `spool.store` does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from spool.errors import InvalidInput, SpoolMissing
+from spool.timeutil import DUE_LENGTH, due_stamp, parse_due
+
+STATES = ("pending", "processing", "done", "dead")
+TERMINAL_STATES = ("done", "dead")
+SUBDIRS = ("tmp", "pending", "processing", "done", "dead", "hosts", "logs", "cancel",
+           "unique", "cron", "events")
+CONFIG_NAME = "spool.toml"
+
+_ID = re.compile(r"^[A-Za-z0-9_@+][A-Za-z0-9._@+-]{0,127}$")
+_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_id(value: object, what: str = "job id") -> str:
+    """The id itself when it is `[A-Za-z0-9._@+-]{1,128}` not starting with `.` or `-`."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidInput(
+            f"{what} {value!r} is invalid: use 1-128 characters of A-Z a-z 0-9 . _ @ + -, "
+            "not starting with '.' or '-'"
+        )
+    return value
+
+
+def is_valid_id(value: object) -> bool:
+    """Whether `value` is an acceptable job id."""
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
+def validate_host(value: str) -> str:
+    """A host name safe to use as a directory name."""
+    if not _HOST.match(value or ""):
+        raise InvalidInput(
+            f"host name {value!r} is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -"
+        )
+    return value
+
+
+def default_host() -> str:
+    """`SPOOL_HOST`, else the short hostname."""
+    return os.environ.get("SPOOL_HOST") or socket.gethostname().split(".")[0] or "localhost"
+
+
+def new_id(now: datetime) -> str:
+    """A fresh id: creation time to the microsecond, then 48 random bits (unique across hosts)."""
+    return f"{now.strftime('%Y%m%dT%H%M%S.%f')}-{secrets.token_hex(6)}"
+
+
+def derived_id(now: datetime, seed: str) -> str:
+    """A deterministic id for `seed` (a dropped file without one), sortable like `new_id`."""
+    import hashlib
+
+    return f"{now.strftime('%Y%m%dT%H%M%S.%f')}-{hashlib.sha256(seed.encode()).hexdigest()[:12]}"
+
+
+class PendingName(NamedTuple):
+    """The parts of a canonical pending name."""
+
+    priority: int
+    due: str
+    id: str
+
+
+def pending_name(priority: int, due: datetime, job_id: str) -> str:
+    """`P-DUE-ID.json`."""
+    return f"{priority}-{due_stamp(due)}-{job_id}.json"
+
+
+def parse_pending_name(name: str) -> PendingName | None:
+    """The parts of a canonical pending name, or None for any other name (a drop)."""
+    if len(name) < DUE_LENGTH + 9 or not name.endswith(".json") or name[1] != "-":
+        return None
+    if not name[0].isdigit() or name[DUE_LENGTH + 2] != "-":
+        return None
+    due, job_id = name[2:DUE_LENGTH + 2], name[DUE_LENGTH + 3:-5]
+    if not is_valid_id(job_id):
+        return None
+    try:
+        parse_due(due)
+    except ValueError:
+        return None
+    return PendingName(int(name[0]), due, job_id)
+
+
+def processing_name(job_id: str, attempt: int) -> str:
+    """`ID.N.json`."""
+    return f"{job_id}.{attempt}.json"
+
+
+def parse_processing_name(name: str) -> tuple[str, int] | None:
+    """(id, attempt) of a processing name, or None."""
+    if not name.endswith(".json"):
+        return None
+    job_id, _, attempt = name[:-5].rpartition(".")
+    if not attempt.isdigit() or not is_valid_id(job_id):
+        return None
+    return job_id, int(attempt)
+
+
+def is_temporary_name(name: str) -> bool:
+    """Names every scan skips: dotfiles (editors, NFS silly-renames) and non-JSON names."""
+    return name.startswith(".") or not name.endswith(".json")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths of one spool directory."""
+
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    def __getattr__(self, name: str) -> Path:
+        if name in SUBDIRS:
+            return self.root / name
+        raise AttributeError(name)
+
+    def state_dir(self, state: str) -> Path:
+        return self.root / state
+
+    def host_processing(self, host: str) -> Path:
+        return self.root / "processing" / host
+
+    def log_path(self, job_id: str) -> Path:
+        return self.root / "logs" / f"{job_id}.log"
+
+    def cancel_path(self, job_id: str) -> Path:
+        return self.root / "cancel" / job_id
+
+    def exists(self) -> bool:
+        """Whether this looks like an initialised spool."""
+        return all((self.root / sub).is_dir() for sub in ("tmp", "pending", "processing"))
+
+    def require(self) -> Layout:
+        """Self, or SpoolMissing saying how to create the spool."""
+        if not self.exists():
+            raise SpoolMissing(
+                f"no spool at {self.root}: create it with 'spool --spool {self.root} init' "
+                "(or set SPOOL_DIR)"
+            )
+        return self
+
+    def create(self, mode: int = 0o755, group: int | None = None) -> None:
+        """Make the directory tree (idempotent)."""
+        for path in [self.root, *(self.root / sub for sub in SUBDIRS)]:
+            path.mkdir(mode=mode, parents=True, exist_ok=True)
+            if group is not None:
+                os.chown(path, -1, group)
+                os.chmod(path, mode | 0o2070)

@@ -1,0 +1,63 @@
+"""Which fires of a schedule fall due: pure functions of (schedule, last, now).
+
+Fire times are computed in the schedule's zone by croniter (daylight-saving changes neither
+skip nor double a fire, as croniter defines it) or as `start_at + k * every`, so every cron
+daemon on every host computes the same fires.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from spool.config import Schedule
+from spool.timeutil import UTC
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_CATCHUP = 1000
+ON_TIME = timedelta(seconds=60)  # a fire this recent is on time, not a missed one
+
+
+def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
+    """The first fire strictly after `after` (None for `after =` schedules)."""
+    if schedule.cron:
+        zone = ZoneInfo(schedule.timezone)
+        it = croniter(schedule.cron, after.astimezone(zone))
+        return it.get_next(datetime).astimezone(UTC)
+    if schedule.every:
+        start = schedule.start_at or EPOCH
+        if after < start:
+            return start
+        k = math.floor((after - start).total_seconds() / schedule.every) + 1
+        return start + timedelta(seconds=k * schedule.every)
+    return None
+
+
+def fires_between(schedule: Schedule, last: datetime, now: datetime) -> list[datetime]:
+    """Fires in (last, now], oldest first, at most MAX_CATCHUP of them (the newest)."""
+    fires: list[datetime] = []
+    moment = last
+    while (fire := next_fire(schedule, moment)) is not None and fire <= now:
+        fires.append(fire)
+        moment = fire
+        if len(fires) > MAX_CATCHUP:
+            fires.pop(0)
+    return fires
+
+
+def due_fires(schedule: Schedule, last: datetime, now: datetime) -> list[datetime]:
+    """The fires to enqueue now under the schedule's catch-up policy.
+
+    The newest fire in (last, now] is on time; older ones were missed during downtime:
+    `all` enqueues them too, `latest` only the newest, `none` only an on-time fire.
+    """
+    fires = fires_between(schedule, last, now)
+    if not fires or schedule.catchup == "all":
+        return fires
+    newest = fires[-1]
+    if schedule.catchup == "latest" or now - newest <= ON_TIME:
+        return [newest]
+    return []

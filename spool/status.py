@@ -1,0 +1,91 @@
+"""`spool status`: counts from directory listings and host ledgers, never from job bodies."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+
+from spool.files import list_names
+from spool.layout import parse_pending_name
+from spool.schedules import next_fire
+from spool.store import Store
+from spool.timeutil import due_stamp, format_time, parse_due
+
+
+def status(store: Store, now: datetime) -> dict:
+    """The `status --json` document (DESIGN §8)."""
+    layout = store.layout
+    pending = list_names(layout.pending)
+    stamps = [p.due for name in pending if (p := parse_pending_name(name))]
+    now_stamp = due_stamp(now)
+    due = [s for s in stamps if s <= now_stamp]
+    oldest = (now - parse_due(min(due))).total_seconds() if due else None
+    hosts = read_ledgers(store, now)
+    capacity = max((h["capacity"] for h in hosts), default=0)
+    unclaimable = sorted({job_id for h in hosts for job_id, slots in h.pop("unfit").items()
+                          if slots > capacity})
+    return {
+        "spool": str(layout.root),
+        "counts": {
+            "pending": sum(1 for n in pending if n.endswith(".json") and not n.startswith(".")),
+            "processing": sum(1 for _ in store.processing_paths()),
+            "done": len(store.terminal_names("done")),
+            "dead": len(store.terminal_names("dead")),
+        },
+        "oldest_pending_age": oldest,
+        "hosts": hosts,
+        "unclaimable": unclaimable,
+        "schedules": [{"name": name, "next_fire": _fire(sched, now)}
+                      for name, sched in sorted(store.config.schedules.items())],
+    }
+
+
+def _fire(schedule, now: datetime) -> str | None:
+    fire = next_fire(schedule, now)
+    return format_time(fire) if fire else None
+
+
+def read_ledgers(store: Store, now: datetime) -> list[dict]:
+    """Every host's ledger as a hint: capacity, used slots, running ids, heartbeat age."""
+    hosts = []
+    for name in sorted(list_names(store.layout.hosts)):
+        if not name.endswith(".json") or name.endswith(".reaper.json"):
+            continue
+        path = store.layout.hosts / name
+        try:
+            ledger = json.loads(path.read_bytes())
+            age = now.timestamp() - os.stat(path).st_mtime
+        except (OSError, ValueError):
+            continue
+        running = ledger.get("running", {})
+        hosts.append({
+            "host": ledger.get("host", name[:-5]),
+            "capacity": ledger.get("capacity", 0),
+            "used": sum(entry.get("slots", 1) for entry in running.values()),
+            "running": sorted(running),
+            "heartbeat_age": max(0.0, age),
+            "workers": len(ledger.get("workers", {})),
+            "unfit": ledger.get("unfit", {}),
+        })
+    return hosts
+
+
+def format_status(doc: dict) -> str:
+    """Aligned text for people."""
+    counts = doc["counts"]
+    lines = [f"spool      {doc['spool']}",
+             "jobs       " + "  ".join(f"{k} {v}" for k, v in counts.items())]
+    age = doc["oldest_pending_age"]
+    lines.append(f"oldest due {'-' if age is None else f'{age:.1f}s ago'}")
+    lines.append("hosts" if doc["hosts"] else "hosts      none (start one with 'spool worker')")
+    for h in doc["hosts"]:
+        lines.append(f"  {h['host']:<16} slots {h['used']}/{h['capacity']}  workers "
+                     f"{h['workers']}  heartbeat {h['heartbeat_age']:.1f}s ago  running "
+                     f"{', '.join(h['running']) or '-'}")
+    if doc["unclaimable"]:
+        lines.append("unclaimable (need more slots than any host has): "
+                     + ", ".join(doc["unclaimable"]))
+    for s in doc["schedules"]:
+        lines.append(f"schedule   {s['name']:<16} next {s['next_fire'] or 'after its upstream'}")
+    return "\n".join(lines)

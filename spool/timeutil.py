@@ -1,0 +1,77 @@
+"""Durations and times as the contract spells them: aware UTC datetimes, RFC 3339 text, DUE stamps.
+
+Pure functions only; the clock is always passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta, timezone
+
+from spool.errors import InvalidInput
+
+UTC = timezone.utc
+DUE_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+DUE_LENGTH = 23
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object, what: str = "duration") -> float:
+    """Seconds from `90`, `90s`, `15m`, `2h`, `1d`, a number or a timedelta; never negative."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise InvalidInput(f"{what}: {value!r} is not a duration (use e.g. 90, 90s, 15m, 2h, 1d)")
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise InvalidInput(f"{what}: {value!r} is not a duration (use e.g. 90, 90s, 15m, 2h, 1d)")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidInput(f"{what}: {value!r} must be a finite, non-negative duration")
+    return seconds
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC text, `2026-11-22T09:35:00Z` (microseconds only when present)."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_time(value: object, what: str = "time") -> datetime:
+    """An aware UTC datetime from RFC 3339 text or a datetime (a naive one is taken as UTC)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("z", "Z"))
+        except ValueError:
+            raise InvalidInput(
+                f"{what}: {value!r} is not an RFC 3339 time (e.g. 2026-11-22T09:35:00Z)"
+            ) from None
+    else:
+        raise InvalidInput(f"{what}: {value!r} is not an RFC 3339 time")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def due_stamp(moment: datetime) -> str:
+    """The DUE part of a pending name: `YYYYMMDDTHHMMSS.ffffffZ`, sorting as time does."""
+    return moment.astimezone(UTC).strftime(DUE_FORMAT)
+
+
+def parse_due(stamp: str) -> datetime:
+    """The datetime a DUE stamp stands for; ValueError when it is not one."""
+    return datetime.strptime(stamp, DUE_FORMAT).replace(tzinfo=UTC)
+
+
+def from_timestamp(seconds: float) -> datetime:
+    """An aware UTC datetime from Unix seconds."""
+    return datetime.fromtimestamp(seconds, UTC)
