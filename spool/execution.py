@@ -1,0 +1,200 @@
+"""Running one attempt in its own process group, with its log, environment and result.
+
+`command` job types are executed directly (no shell): args as JSON on stdin and in
+`SPOOL_ARGS`, `{name}` items of argv replaced by that argument (each stays one argv item).
+`handler` job types are called in a child forked from the worker, which imported the handler
+module once, so an attempt pays no interpreter start. Exit 0 completed, 100 cancelled,
+anything else failed; a handler's return value (or a command's `$SPOOL_RESULT` file) is the
+job's result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from spool.config import JobType
+from spool.errors import Cancel, InvalidInput
+from spool.timeutil import format_time
+
+EXIT_CANCELLED = 100
+
+
+@dataclass
+class Attempt:
+    """A running attempt: its process and what the worker needs to finish it."""
+
+    job_id: str
+    number: int
+    pid: int
+    result_path: Path
+    started: float
+    started_at: datetime
+    popen: subprocess.Popen | None = None
+    exit_code: int | None = None
+    stop_reason: str | None = None  # "timeout", "cancelled", "interrupted"
+    killed_at: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def poll(self) -> int | None:
+        """The exit code once the process ended (a signal death is 128 + signal)."""
+        if self.exit_code is not None:
+            return self.exit_code
+        if self.popen is not None:
+            code = self.popen.poll()
+        else:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 255 << 8
+            code = os.waitstatus_to_exitcode(status) if pid else None
+        if code is not None:
+            self.exit_code = 128 - code if code < 0 else code
+        return self.exit_code
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the attempt's whole process group (its grandchildren too)."""
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
+    """argv with `{name}` items filled from args (each expansion stays one item)."""
+    if not any("{" in item for item in command):
+        return list(command)
+    if not isinstance(args, dict):
+        raise InvalidInput(f"command {list(command)} needs object args, got {args!r}")
+    mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in args.items()}
+    try:
+        return [item.format_map(mapping) for item in command]
+    except KeyError as exc:
+        raise InvalidInput(f"command {list(command)} needs argument {exc.args[0]!r}") from None
+    except (ValueError, IndexError) as exc:
+        raise InvalidInput(f"command {list(command)} has a bad placeholder: {exc}") from None
+
+
+def attempt_env(spool_dir: Path, body: dict, attempt: int, result_path: Path,
+                jtype: JobType) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(jtype.env)
+    env.update(SPOOL_DIR=str(spool_dir), SPOOL_JOB_ID=body["id"], SPOOL_JOB=body["job"],
+               SPOOL_ATTEMPT=str(attempt), SPOOL_ARGS=json.dumps(body.get("args")),
+               SPOOL_RESULT=str(result_path))
+    return env
+
+
+def open_log(log_path: Path, body: dict, attempt: int, host: str, now: datetime) -> int:
+    """The job's log, opened for appending, after this attempt's header line."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    header = (f"=== spool: attempt {attempt} of job {body['id']} ({body['job']}) on {host} "
+              f"at {format_time(now)} ===\n")
+    os.write(fd, header.encode())
+    return fd
+
+
+def start_command(argv: list[str], env: dict[str, str], log_fd: int, args: Any) -> subprocess.Popen:
+    """Execute argv directly in a new session; args go to stdin as JSON."""
+    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log_fd, stderr=log_fd, env=env,
+                             start_new_session=True, close_fds=True)
+    payload = json.dumps(args).encode()
+    if len(payload) < 60000:  # fits the pipe buffer: no thread needed
+        _feed(popen, payload)
+    else:
+        threading.Thread(target=_feed, args=(popen, payload), daemon=True).start()
+    return popen
+
+
+def _feed(popen: subprocess.Popen, payload: bytes) -> None:
+    try:
+        assert popen.stdin is not None
+        popen.stdin.write(payload)
+        popen.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def load_handler(spec: str) -> Callable[..., Any]:
+    """The function named `package.module:function` (imported once, in the worker)."""
+    module_name, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInput(f"handler {spec!r} cannot be loaded: {exc}") from None
+
+
+def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], log_fd: int,
+                  result_path: Path) -> int:
+    """Fork a child in its own session that calls `function(args)` and exits with its outcome."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the child never returns into the worker's code
+        os.setsid()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.environ.clear()
+        os.environ.update(env)
+        code = _call(function, args, result_path)
+    except BaseException:  # noqa: BLE001 - the child must always exit here
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _call(function: Callable[..., Any], args: Any, result_path: Path) -> int:
+    try:
+        if isinstance(args, dict):
+            value = function(**args)
+        elif isinstance(args, list):
+            value = function(*args)
+        elif args is None:
+            value = function()
+        else:
+            value = function(args)
+    except Cancel as exc:
+        print(f"spool: cancelled by the handler: {exc}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception:  # noqa: BLE001 - a failing handler is an outcome, not a crash
+        traceback.print_exc()
+        return 1
+    if value is not None:
+        result_path.write_text(json.dumps(value, default=str))
+    return 0
+
+
+def read_result(result_path: Path) -> Any:
+    """The JSON the attempt left at `SPOOL_RESULT`, then the file is removed."""
+    try:
+        text = result_path.read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    finally:
+        try:
+            os.unlink(result_path)
+        except FileNotFoundError:
+            pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()

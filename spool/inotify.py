@@ -1,0 +1,76 @@
+"""A minimal inotify binding (ctypes): wake a daemon when names appear in a directory.
+
+The standard library has none; where inotify is missing or useless (NFS: events from other
+hosts never arrive) callers fall back to polling.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+from pathlib import Path
+
+IN_CREATE = 0x100
+IN_MOVED_TO = 0x80
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+_EVENT = struct.Struct("iIII")
+
+
+class Watcher:
+    """Watches directories for new names; `fd` is for select, `read()` gives (dir, name)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self._dirs: dict[int, Path] = {}
+
+    def watch(self, directory: Path) -> None:
+        wd = self._add(self.fd, os.fsencode(directory), IN_CREATE | IN_MOVED_TO)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+        self._dirs[wd] = directory
+
+    def read(self) -> list[tuple[Path, str]]:
+        """New names since the last read (empty when none)."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        events, offset = [], 0
+        while offset + _EVENT.size <= len(data):
+            wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            raw = data[offset + _EVENT.size: offset + _EVENT.size + length]
+            offset += _EVENT.size + length
+            if wd in self._dirs:
+                events.append((self._dirs[wd], os.fsdecode(raw.rstrip(b"\0"))))
+        return events
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def make_watcher(*directories: Path) -> Watcher | None:
+    """A watcher on local filesystems; None where inotify cannot help (NFS, no inotify)."""
+    if any(_is_nfs(d) for d in directories):
+        return None
+    try:
+        watcher = Watcher()
+        for directory in directories:
+            watcher.watch(directory)
+    except (OSError, AttributeError):
+        return None
+    return watcher
+
+
+def _is_nfs(directory: Path) -> bool:
+    from spool.mounts import mount_for
+
+    mount = mount_for(directory)
+    return bool(mount and mount.fstype.startswith("nfs"))

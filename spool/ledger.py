@@ -1,0 +1,111 @@
+"""Per-host slot accounting: `hosts/<host>.json`, guarded by `hosts/<host>.lock` (filelock).
+
+`{host, capacity, workers: {pid: {boot_id, started_at}}, running: {id: {slots, attempt,
+worker_pid, task_pid, started_at}}, unfit: {id: slots}}`. Only processes of this host write it,
+always under the lock and by write-then-rename; other hosts read it as a hint. Entries of
+processes that are gone (pid not alive, or another boot) are dropped whenever it is loaded, and
+`running` is checked against `processing/<host>/`, so a crash never leaks slots for good.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+
+from spool.files import list_names, replace_file
+from spool.layout import Layout, parse_processing_name
+
+
+def boot_id() -> str:
+    """This boot's id (Linux), so that pids from before a reboot count as gone."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Ledger:
+    """The decoded state file, edited under the host lock."""
+
+    host: str
+    capacity: int
+    workers: dict[str, dict] = field(default_factory=dict)
+    running: dict[str, dict] = field(default_factory=dict)
+    unfit: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def used(self) -> int:
+        return sum(entry["slots"] for entry in self.running.values())
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.used
+
+    def to_json(self) -> bytes:
+        return json.dumps({"host": self.host, "capacity": self.capacity,
+                           "workers": self.workers, "running": self.running,
+                           "unfit": self.unfit}, indent=1).encode()
+
+
+class HostLedger:
+    """Lock, load, prune and save one host's ledger."""
+
+    def __init__(self, layout: Layout, host: str, durable: bool) -> None:
+        self.layout = layout
+        self.host = host
+        self.durable = durable
+        self.path = layout.hosts / f"{host}.json"
+        self.lock = FileLock(str(layout.hosts / f"{host}.lock"))
+        self.boot = boot_id()
+
+    @contextmanager
+    def locked(self, capacity: int | None = None) -> Iterator[Ledger]:
+        """The pruned ledger under the host lock; saved on a clean exit of the block."""
+        with self.lock:
+            ledger = self._load(capacity)
+            self._prune(ledger)
+            before = ledger.to_json()
+            yield ledger
+            if ledger.to_json() != before or not self.path.exists():
+                replace_file(self.path, ledger.to_json(), self.layout.tmp, self.durable)
+
+    def touch(self) -> None:
+        """Refresh the ledger's mtime: the host heartbeat that `status` shows."""
+        try:
+            os.utime(self.path)
+        except FileNotFoundError:
+            pass
+
+    def _load(self, capacity: int | None) -> Ledger:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            data = {}
+        return Ledger(self.host, capacity or data.get("capacity") or os.cpu_count() or 1,
+                      data.get("workers", {}), data.get("running", {}), data.get("unfit", {}))
+
+    def _prune(self, ledger: Ledger) -> None:
+        ledger.workers = {pid: info for pid, info in ledger.workers.items()
+                          if info.get("boot_id") == self.boot and pid_alive(int(pid))}
+        on_disk = {parsed for name in list_names(self.layout.host_processing(self.host))
+                   if (parsed := parse_processing_name(name))}
+        ledger.running = {job_id: entry for job_id, entry in ledger.running.items()
+                          if str(entry.get("worker_pid")) in ledger.workers
+                          and (job_id, entry.get("attempt")) in on_disk}
