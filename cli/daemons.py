@@ -8,10 +8,14 @@ import sys
 import click
 
 from spool.api import Spool
+from spool.errors import SpoolError
 from spool.cli import main
 from spool.cli.admin import create_spool
 from spool.sample import DEMO_CONFIG
-from spool.worker import Worker
+from spool.cron import Cron
+from spool.daemon import loop
+from spool.reaper import Reaper
+from spool.worker import Companion, Worker
 
 
 def setup_logging() -> None:
@@ -57,4 +61,56 @@ def run(sp: Spool, capacity: int | None) -> None:
     if create_spool(sp, DEMO_CONFIG):
         for job, args in DEMO_JOBS:
             click.echo(f"submitted {job}: {sp.submit(job, args)}", err=True)
-    sys.exit(Worker(sp, capacity).run())
+    cron, reaper = Cron(sp), Reaper(sp)
+    poll = sp.config.defaults.poll
+    companions = [Companion("cron", cron.step, lambda now: cron.next_wake(now, poll)),
+                  Companion("reaper", reaper.step, lambda now: sp.config.defaults.heartbeat)]
+    sys.exit(Worker(sp, capacity, companions=companions).run())
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One tick, then exit (for a systemd timer).")
+@click.pass_obj
+def cron(sp: Spool, once: bool) -> None:
+    """Enqueue due schedule fires, each exactly once across all cron daemons and hosts.
+
+    Sleeps until the next fire; SIGHUP reloads spool.toml.
+    """
+    setup_logging()
+    daemon = Cron(sp)
+    if once:
+        for job_id in daemon.step(sp.clock()):
+            click.echo(job_id)
+        return
+    poll = sp.config.defaults.poll
+    sys.exit(loop("cron", daemon.step, lambda now: daemon.next_wake(now, poll), sp.clock,
+                  reload=_reloader(sp)))
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass, then exit (for a systemd timer).")
+@click.pass_obj
+def reap(sp: Spool, once: bool) -> None:
+    """Return jobs of dead workers, finish half-done moves, clear stale markers, purge old jobs.
+
+    A job is reaped when its heartbeat has not changed for the lease, as this reaper measures
+    it; with --once, run it more often than the lease (observations are kept between runs).
+    """
+    setup_logging()
+    daemon = Reaper(sp)
+    if once:
+        for name in daemon.step(sp.clock()):
+            click.echo(f"reaped {name}")
+        return
+    interval = sp.config.defaults.heartbeat
+    sys.exit(loop("reaper", daemon.step, lambda now: interval, sp.clock, reload=_reloader(sp)))
+
+
+def _reloader(sp: Spool):
+    def reload() -> None:
+        try:
+            sp.reload_config()
+            logging.getLogger("spool").info("reloaded %s", sp.layout.config_path)
+        except SpoolError as exc:
+            logging.getLogger("spool").error("reload failed, keeping the old config: %s", exc)
+    return reload

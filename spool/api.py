@@ -45,6 +45,14 @@ class Spool:
             self._config = load_config(self.layout.require().config_path)
         return self._config
 
+    def reload_config(self) -> Config:
+        """Re-read spool.toml (ConfigError leaves the current config in force)."""
+        config = load_config(self.layout.require().config_path)
+        self._config = config
+        if self._store is not None:
+            self._store.config = config
+        return config
+
     @property
     def store(self) -> Store:
         if self._store is None:

@@ -59,7 +59,7 @@ handler = "spool.demo:checksum"
 handler = "spool.demo:flaky"
 
 [jobs.doomed]                      # always fails: lands in dead/ after 2 attempts
-command = ["sh", "-c", "echo \"cannot reach $0\" >&2; exit 1", "backend"]
+command = ["sh", "-c", 'echo "cannot reach $0" >&2; exit 1', "backend"]
 max_attempts = 2
 
 [schedules.heartbeat]              # fires every 5 seconds, exactly once per fire

@@ -157,7 +157,7 @@ class Store:
             except BaseException:
                 discard(staged)
                 for marker in markers:
-                    self._release_marker(marker, body["id"])
+                    self.release_marker(marker, body["id"])
                 raise
             done.append(body["id"])
         self._sync(self.layout.pending)
@@ -184,7 +184,7 @@ class Store:
                 taken.append(self._take_marker("key", body["unique"], body["id"], now))
         except BaseException:
             for marker in taken:
-                self._release_marker(marker, body["id"])
+                self.release_marker(marker, body["id"])
             raise
         return taken
 
@@ -202,9 +202,9 @@ class Store:
                     if os.stat(staged).st_nlink > 1:
                         return path  # NFS: the link succeeded, its reply was lost
                     holder = self._marker_holder(path)
-                    if not self._is_stale(kind, path, holder, now):
+                    if not self.is_stale_marker(kind, path, holder, now):
                         raise self._conflict(kind, value, holder) from None
-                    self._release_marker(path, holder)
+                    self.release_marker(path, holder)
             raise Conflict(f"{kind} {value!r} is contended; try again")
         finally:
             discard(staged)
@@ -222,7 +222,7 @@ class Store:
         except (OSError, ValueError, AttributeError):
             return None
 
-    def _is_stale(self, kind: str, path: Path, holder: str | None, now: datetime) -> bool:
+    def is_stale_marker(self, kind: str, path: Path, holder: str | None, now: datetime) -> bool:
         where = self.locate(holder) if holder else None
         if where is not None:
             return kind == "key" and where.state in ("done", "dead")
@@ -232,7 +232,7 @@ class Store:
             return True
         return age > STALE_MARKER_AGE  # a submit between link and rename is not stale
 
-    def _release_marker(self, path: Path, job_id: str | None) -> None:
+    def release_marker(self, path: Path, job_id: str | None) -> None:
         """Remove the marker if it still names `job_id`: move it aside first, so that a
         marker re-created by someone else meanwhile is put back, not deleted."""
         aside = self.layout.tmp / f"marker-release.{os.getpid()}.{path.name}"
@@ -252,7 +252,7 @@ class Store:
     def release_unique(self, body: dict) -> None:
         """Free the job's unique key (it is finished, cancelled or dead)."""
         if body.get("unique"):
-            self._release_marker(self.marker_path("key", body["unique"]), body["id"])
+            self.release_marker(self.marker_path("key", body["unique"]), body["id"])
 
     # -- claiming, finishing, requeueing -------------------------------------------------
 

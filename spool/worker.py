@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from spool.api import Spool
 from spool.claim import Claimed, PendingView, claim_due, try_lock_orphan
-from spool.config import Config, JobType, load_config
+from spool.config import Config, JobType
 from spool.drops import adopt_drops
 from spool.errors import InvalidInput, SpoolError
 from spool.execution import (Attempt, attempt_env, expand_argv, load_handler, open_log,
@@ -34,6 +35,26 @@ from spool.recovery import invalid_record, recover_holds, recover_orphan, settle
 from spool.timeutil import format_time, parse_due
 
 log = logging.getLogger("spool.worker")
+
+
+@dataclass
+class Companion:
+    """Another daemon's step run from the worker's loop (`spool run`: cron and reaper)."""
+
+    name: str
+    step: Callable[[datetime], object]
+    next_wake: Callable[[datetime], float]
+    due_at: float = 0.0
+
+    def tick(self, now: datetime, mono: float) -> None:
+        if mono < self.due_at:
+            return
+        try:
+            self.step(now)
+            self.due_at = mono + self.next_wake(now)
+        except Exception:  # noqa: BLE001 - one daemon's failure must not stop the others
+            log.exception("%s step failed; retrying in 5s", self.name)
+            self.due_at = mono + 5.0
 
 
 @dataclass
@@ -52,7 +73,8 @@ class Running:
 class Worker:
     """One worker process of one host."""
 
-    def __init__(self, spool: Spool, capacity: int | None = None, burst: bool = False) -> None:
+    def __init__(self, spool: Spool, capacity: int | None = None, burst: bool = False,
+                 companions: list[Companion] | None = None) -> None:
         self.spool = spool
         self.store = spool.store
         self.config: Config = spool.config
@@ -69,6 +91,7 @@ class Worker:
         self.reload_requested = False
         self.notifier = Notifier()
         self.beat_at = 0.0
+        self.companions = companions or []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -113,11 +136,10 @@ class Worker:
     def reload(self) -> None:
         """SIGHUP: re-read spool.toml; a broken file keeps the old config."""
         try:
-            config = load_config(self.store.layout.config_path)
+            self.config = self.spool.reload_config()
         except SpoolError as exc:
             log.error("reload failed, keeping the old config: %s", exc)
             return
-        self.config = self.store.config = config
         self.handlers.clear()
         log.info("reloaded %s", self.store.layout.config_path)
 
@@ -313,6 +335,7 @@ class Worker:
             waits.append(0.5)  # cancel requests are checked this often
         if self.stop_at is not None:
             waits.append(self.stop_at - mono)
+        waits.extend(companion.due_at - mono for companion in self.companions)
         due = self.view.next_due(now)
         if due:
             waits.append((parse_due(due) - now).total_seconds())
@@ -346,6 +369,8 @@ class Worker:
                 except OSError as exc:  # a filesystem fault: log, back off, carry on
                     log.error("filesystem error, retrying: %s", exc)
                     time.sleep(min(5.0, self.config.defaults.poll))
+                for companion in self.companions if not self.stopping else ():
+                    companion.tick(clock(), time.monotonic())
                 if self.reload_requested:
                     self.reload_requested = False
                     self.reload()

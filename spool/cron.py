@@ -1,0 +1,159 @@
+"""`spool cron`: enqueue each due fire of each schedule exactly once, across daemons and hosts.
+
+A fire's job id is `SCHEDULE@YYYYMMDDTHHMMSSZ`, submitted with the id guarded by link(2), and
+the fire is then recorded by a marker `cron/SCHEDULE@STAMP` (also link(2)) that outlives any
+purge of the job, so a late daemon can never enqueue a fire that already ran. Each daemon keeps
+its own "checked up to" time per schedule in `cron/state.<host>.json`; a schedule seen for the
+first time starts from now (no backfill before it was known, or before `start_at`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from spool.api import Spool
+from spool.config import Schedule
+from spool.errors import Conflict, SpoolError
+from spool.files import discard, list_names, replace_file, stage
+from spool.schedules import due_fires, next_fire
+from spool.timeutil import format_time, parse_time
+
+log = logging.getLogger("spool.cron")
+
+
+def fire_id(schedule: str, fire: datetime) -> str:
+    return f"{schedule}@{fire.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+class Cron:
+    """The tick daemon's state and one `step(now)`."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.store = spool.store
+        self.state_path = self.store.layout.cron / f"state.{spool.host}.json"
+        self.checked: dict[str, str] = self._load()
+        self.seen_upstream: set[str] = set()
+
+    def _load(self) -> dict[str, str]:
+        try:
+            return json.loads(self.state_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+
+    def step(self, now: datetime) -> list[str]:
+        """Enqueue every due fire; returns the ids enqueued by this daemon."""
+        enqueued: list[str] = []
+        for name, sched in self.spool.config.schedules.items():
+            try:
+                if sched.after:
+                    enqueued += self._after_step(sched, now)
+                else:
+                    last = self._last(sched, now)
+                    for fire in due_fires(sched, last, now):
+                        if self.enqueue(sched, fire, now, None):
+                            enqueued.append(fire_id(name, fire))
+                    self.checked[name] = format_time(now)
+            except (OSError, SpoolError) as exc:
+                log.error("schedule %s: %s (will retry)", name, exc)
+        replace_file(self.state_path, json.dumps(self.checked).encode(),
+                     self.store.layout.tmp, self.spool.config.defaults.durable)
+        return enqueued
+
+    def _last(self, sched: Schedule, now: datetime) -> datetime:
+        text = self.checked.get(sched.name)
+        last = parse_time(text) if text else now
+        if sched.start_at and sched.start_at - timedelta(microseconds=1) > last:
+            last = sched.start_at - timedelta(microseconds=1)
+        return last
+
+    def enqueue(self, sched: Schedule, fire: datetime, now: datetime,
+                upstream: str | None) -> bool:
+        """Enqueue one fire unless it already was (by anyone) or overlap says skip."""
+        job_id = (f"{sched.name}@after.{upstream}" if upstream else fire_id(sched.name, fire))
+        marker = self.store.layout.cron / job_id
+        if os.path.lexists(marker):
+            return False
+        if sched.overlap == "skip" and (active := self._active(sched.name)):
+            log.info("skip %s: previous fire %s is still active", job_id, active)
+            self._mark(marker, {"id": job_id, "skipped": f"{active} still active"})
+            return False
+        meta = {"schedule": sched.name, "fire_time": format_time(fire),
+                "last_completed_at": self._last_completed(sched.name)}
+        if upstream:
+            meta["upstream"] = upstream
+        try:
+            self.spool.submit(sched.job, sched.args, id=job_id, priority=sched.priority,
+                              meta=meta, schedule=sched.name)
+        except Conflict:
+            self._mark(marker, {"id": job_id})  # another daemon enqueued it first
+            return False
+        self._mark(marker, {"id": job_id})
+        log.info("fire %s: enqueued %s", sched.name, job_id)
+        return True
+
+    def _mark(self, marker: Path, content: dict) -> None:
+        staged = stage(self.store.layout.tmp, json.dumps(content).encode(),
+                       self.spool.config.defaults.durable, "fire")
+        try:
+            os.link(staged, marker)
+        except FileExistsError:
+            pass
+        finally:
+            discard(staged)
+
+    def _active(self, schedule: str) -> str | None:
+        prefix = f"{schedule}@"
+        for name in list_names(self.store.layout.pending):
+            if name[26:].startswith(prefix):
+                return name[26:-5]
+        for path in self.store.processing_paths():
+            if path.name.startswith(prefix):
+                return path.name.rsplit(".", 2)[0]
+        return None
+
+    def _last_completed(self, schedule: str) -> str | None:
+        prefix = f"{schedule}@"
+        names = sorted((n for n in self.store.terminal_names("done") if n.startswith(prefix)),
+                       reverse=True)
+        best = None
+        for name in names[:50]:
+            try:
+                body = self.store.read(self.store.layout.done / name)
+            except (OSError, SpoolError):
+                continue
+            if body.get("outcome") == "completed" and (best is None or
+                                                       body["finished_at"] > best):
+                best = body["finished_at"]
+        return best
+
+    def _after_step(self, sched: Schedule, now: datetime) -> list[str]:
+        first_seen = self.checked.setdefault(sched.name, format_time(now))
+        enqueued = []
+        prefix = f"{sched.after}@"
+        for name in self.store.terminal_names("done"):
+            upstream = name[:-5]
+            if not name.startswith(prefix) or upstream in self.seen_upstream:
+                continue
+            try:
+                body = self.store.read(self.store.layout.done / name)
+            except (OSError, SpoolError):
+                continue
+            self.seen_upstream.add(upstream)
+            finished = body.get("finished_at") or ""
+            if body.get("outcome") == "completed" and finished >= first_seen:
+                if self.enqueue(sched, parse_time(finished), now, upstream):
+                    enqueued.append(f"{sched.name}@after.{upstream}")
+        return enqueued
+
+    def next_wake(self, now: datetime, poll: float) -> float:
+        """Seconds to sleep: until the next fire, or `poll` when an `after` schedule waits."""
+        waits = [60.0]
+        for sched in self.spool.config.schedules.values():
+            fire = next_fire(sched, now)
+            waits.append(poll if fire is None else (fire - now).total_seconds())
+        return max(0.0, min(waits))
