@@ -59,7 +59,8 @@ def adopt_drop(store: Store, name: str, now: datetime) -> str | None:
         return None
     if normal is not None:
         try:
-            store.adopt(hold, normal, now, exclusive_id=chosen)
+            token = f"drop:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+            store.adopt(hold, normal, now, exclusive_id=chosen, token=token)
             return job_id
         except Conflict as exc:
             problem = str(exc)
@@ -109,7 +110,7 @@ def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, s
 def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict | None,
             problem: str, info: os.stat_result, now: datetime) -> str:
     dead = store.layout.dead
-    if os.path.lexists(dead / f"{job_id}.json") or os.path.lexists(dead / f"{job_id}.orig"):
+    if store.locate(job_id) is not None or os.path.lexists(dead / f"{job_id}.orig"):
         job_id = derived_id(now, f"{name}:{info.st_ino}:{now.timestamp()}:rejected")
     record = {
         "id": job_id,

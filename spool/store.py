@@ -175,23 +175,29 @@ class Store:
         digest = hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:40]
         return self.layout.unique / digest
 
-    def _take_markers(self, body: dict, now: datetime, exclusive_id: bool) -> list[Path]:
+    def _take_markers(self, body: dict, now: datetime, exclusive_id: bool,
+                      token: str | None = None) -> list[Path]:
         taken: list[Path] = []
         try:
             if exclusive_id:
-                taken.append(self._take_marker("id", body["id"], body["id"], now))
+                taken.append(self._take_marker("id", body["id"], body["id"], now, token))
             if body.get("unique"):
-                taken.append(self._take_marker("key", body["unique"], body["id"], now))
+                taken.append(self._take_marker("key", body["unique"], body["id"], now, token))
         except BaseException:
             for marker in taken:
                 self.release_marker(marker, body["id"])
             raise
         return taken
 
-    def _take_marker(self, kind: str, value: str, job_id: str, now: datetime) -> Path:
-        """Create the marker by link(2) of a written file: exclusive on NFS too."""
+    def _take_marker(self, kind: str, value: str, job_id: str, now: datetime,
+                     token: str | None = None) -> Path:
+        """Create the marker by link(2) of a written file: exclusive on NFS too.
+
+        `token` names the taker (a drop's inode): a taker that crashed and comes back finds
+        its own marker and keeps it.
+        """
         path = self.marker_path(kind, value)
-        data = json.dumps({"id": job_id, kind: value}).encode()
+        data = json.dumps({"id": job_id, kind: value, "token": token}).encode()
         staged = stage(self.layout.tmp, data, self.durable, "marker")
         try:
             for _ in range(3):
@@ -201,6 +207,8 @@ class Store:
                 except FileExistsError:
                     if os.stat(staged).st_nlink > 1:
                         return path  # NFS: the link succeeded, its reply was lost
+                    if token is not None and self._marker_field(path, "token") == token:
+                        return path
                     holder = self._marker_holder(path)
                     if not self.is_stale_marker(kind, path, holder, now):
                         raise self._conflict(kind, value, holder) from None
@@ -217,8 +225,12 @@ class Store:
         return Conflict(f"unique key {value!r} is held by job {holder!r} ({state})")
 
     def _marker_holder(self, path: Path) -> str | None:
+        return self._marker_field(path, "id")
+
+    @staticmethod
+    def _marker_field(path: Path, key: str) -> str | None:
         try:
-            return json.loads(path.read_bytes()).get("id")
+            return json.loads(path.read_bytes()).get(key)
         except (OSError, ValueError, AttributeError):
             return None
 
@@ -377,9 +389,10 @@ class Store:
         except OwnershipLost:
             return None
 
-    def adopt(self, hold: Path, body: dict, now: datetime, exclusive_id: bool) -> str:
+    def adopt(self, hold: Path, body: dict, now: datetime, exclusive_id: bool,
+              token: str) -> str:
         """A held drop, validated, enters pending/ under its canonical name."""
-        self._take_markers(body, now, exclusive_id)
+        self._take_markers(body, now, exclusive_id, token)
         self.requeue_hold(hold, body, now, "adopt")
         return body["id"]
 

@@ -1,0 +1,5 @@
+"""`python -m spool` runs the CLI."""
+
+from spool.cli import run
+
+run()
