@@ -151,6 +151,9 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         signal.set_wakeup_fd(-1)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        # drop the worker's descriptors, above all the flocked processing files: a task must
+        # not keep its worker's locks alive after the worker died
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.environ.clear()
         os.environ.update(env)
         code = _call(function, args, result_path)
