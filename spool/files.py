@@ -17,16 +17,21 @@ TRANSIENT_ERRNOS = {errno.ENOENT, errno.ESTALE}
 def stage(tmp_dir: Path, data: bytes, durable: bool, tag: str = "stage") -> Path:
     """Write `data` to a fresh file in `tmp_dir` (fsynced when `durable`) and return its path."""
     path = tmp_dir / f"{tag}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        _write_all(fd, data)
-        if durable:
-            os.fsync(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError:
+        discard(path)  # some filesystems leave the entry of a create that failed (ENOSPC)
+        raise
+    try:
+        try:
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)  # may report the write error itself (NFS, full disk)
     except BaseException:
-        os.close(fd)
         discard(path)
         raise
-    os.close(fd)
     return path
 
 

@@ -44,8 +44,9 @@ class Journal:
         if self._fd is not None:
             try:
                 os.close(self._fd)
-            finally:
-                self._fd = None
+            except OSError:
+                pass
+            self._fd = None
 
     def __del__(self) -> None:
         self.close()
