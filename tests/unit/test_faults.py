@@ -22,7 +22,9 @@ def fake_spool(fs):
     root = Path("/srv/spool")
     Layout(root).create()
     (root / "spool.toml").write_text(CONFIG)
-    return Spool(root, host="h1", clock=lambda: NOW)
+    sp = Spool(root, host="h1", clock=lambda: NOW)
+    yield sp
+    sp.store.journal.close()  # its fd is a fake one: never let GC close a real fd by number
 
 
 def test_full_disk_fails_submit_cleanly(fs, fake_spool):
