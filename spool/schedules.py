@@ -25,8 +25,13 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
     """The first fire strictly after `after` (None for `after =` schedules)."""
     if schedule.cron:
         zone = ZoneInfo(schedule.timezone)
-        it = croniter(schedule.cron, after.astimezone(zone))
-        return it.get_next(datetime).astimezone(UTC)
+        start = after.astimezone(zone)
+        it = croniter(schedule.cron, start)
+        while True:
+            fire = it.get_next(datetime)
+            # when clocks fall back a wall time happens twice: fire at the first one only
+            if fire.replace(tzinfo=None) != start.replace(tzinfo=None):
+                return fire.astimezone(UTC)
     if schedule.every:
         start = schedule.start_at or EPOCH
         if after < start:
