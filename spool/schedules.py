@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Iterator
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -42,15 +43,41 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
 
 
 def fires_between(schedule: Schedule, last: datetime, now: datetime) -> list[datetime]:
-    """Fires in (last, now], oldest first, at most MAX_CATCHUP of them (the newest)."""
+    """Fires in (last, now], oldest first: at most MAX_CATCHUP, the newest ones.
+
+    Walks back from `now`, so a long downtime costs MAX_CATCHUP steps, not one per fire.
+    """
     fires: list[datetime] = []
-    moment = last
-    while (fire := next_fire(schedule, moment)) is not None and fire <= now:
+    for fire in _backwards(schedule, now):
+        if fire <= last or len(fires) >= MAX_CATCHUP:
+            break
         fires.append(fire)
-        moment = fire
-        if len(fires) > MAX_CATCHUP:
-            fires.pop(0)
-    return fires
+    return fires[::-1]
+
+
+def _backwards(schedule: Schedule, now: datetime) -> Iterator[datetime]:
+    """Fires at or before `now`, newest first."""
+    if schedule.every:
+        start = schedule.start_at or EPOCH
+        if now < start:
+            return
+        k = math.floor((now - start).total_seconds() / schedule.every)
+        while k >= 0:
+            yield start + timedelta(seconds=k * schedule.every)
+            k -= 1
+    elif schedule.cron:
+        zone = ZoneInfo(schedule.timezone)
+        ceiling = now.replace(microsecond=0) + timedelta(seconds=1)
+        it = croniter(schedule.cron, ceiling.astimezone(zone))
+        newer: datetime | None = None
+        while True:
+            fire = it.get_prev(datetime)
+            if newer is not None and fire.replace(tzinfo=None) == newer.replace(tzinfo=None):
+                newer = fire  # a wall time repeated by a fall-back: keep its first instance
+                continue
+            if newer is not None and newer <= now:
+                yield newer.astimezone(UTC)
+            newer = fire
 
 
 def due_fires(schedule: Schedule, last: datetime, now: datetime) -> list[datetime]:

@@ -45,3 +45,10 @@ def test_cron_with_seconds_field():
     sched = Schedule("s", "noop", cron="* * * * * */15")
     fires = fires_between(sched, at(2026, 1, 1), at(2026, 1, 1, 0, 1))
     assert [f.second for f in fires] == [15, 30, 45, 0]
+
+
+def test_long_downtime_is_capped_and_keeps_the_newest_fires():
+    sched = Schedule("s", "noop", every=1, catchup="all")
+    last, now = at(2025, 1, 1), at(2026, 1, 1)
+    fires = due_fires(sched, last, now)
+    assert len(fires) == 1000 and fires[-1] == now and fires[0] == now - timedelta(seconds=999)
