@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import sys
 import json
 import time
 from pathlib import Path
@@ -90,3 +91,18 @@ def validate(sp: Spool, file: Path | None) -> None:
     except SpoolError as exc:
         raise InvalidInput(f"{file}: {exc}") from None
     click.echo(f"{file}: OK")
+
+
+@main.command()
+@click.pass_obj
+def doctor(sp: Spool) -> None:
+    """Check the spool: layout, permissions, filesystem and NFS options, locks, clock, stuck
+    and unclaimable jobs. One line per check (OK, WARN, FAIL); exit 1 on any FAIL."""
+    from spool.doctor import diagnose
+
+    sp.layout.require()
+    findings = diagnose(sp)
+    for level, message in findings:
+        click.echo(f"{level:<5}{message}")
+    if any(level == "FAIL" for level, _ in findings):
+        sys.exit(1)
