@@ -13,7 +13,7 @@ from spool.errors import Conflict, InvalidInput, JobNotFound, WaitTimeout
 from spool.job import Job, normalize
 from spool.layout import STATES, Layout, default_host, new_id, validate_host, validate_id
 from spool.store import Store
-from spool.timeutil import UTC, format_time, parse_duration, parse_time
+from spool.timeutil import UTC, parse_duration, parse_time
 
 Clock = Callable[[], datetime]
 
@@ -78,7 +78,7 @@ class Spool:
         elif at is not None:
             run_at = parse_time(at, "at")
         raw: dict[str, Any] = {"job": job, "args": {} if args is None else args,
-                               "run_at": format_time(run_at), "created_at": format_time(now),
+                               "run_at": run_at, "created_at": now,
                                "after": [validate_id(dep, "after") for dep in after]}
         for key, value in (("priority", priority), ("unique", unique), ("slots", slots),
                            ("max_attempts", max_attempts), ("meta", meta),

@@ -14,9 +14,9 @@ from pathlib import Path
 TRANSIENT_ERRNOS = {errno.ENOENT, errno.ESTALE}
 
 
-def stage(tmp_dir: Path, data: bytes, durable: bool, tag: str = "stage") -> Path:
+def stage(tmp_dir: Path | str, data: bytes, durable: bool, tag: str = "stage") -> str:
     """Write `data` to a fresh file in `tmp_dir` (fsynced when `durable`) and return its path."""
-    path = tmp_dir / f"{tag}.{os.getpid()}.{secrets.token_hex(4)}"
+    path = f"{tmp_dir}/{tag}.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except OSError:
@@ -61,7 +61,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def discard(path: Path) -> bool:
+def discard(path: Path | str) -> bool:
     """Remove a staging or scratch file; False when it was already gone."""
     try:
         os.unlink(path)

@@ -27,7 +27,7 @@ class Journal:
         line = {"time": format_time(now), "event": event, "id": job_id, **fields}
         data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
         try:
-            os.write(self._file(now.strftime("%Y-%m-%d")), data)
+            os.write(self._file(f"{now.year:04d}-{now.month:02d}-{now.day:02d}"), data)
         except OSError:
             self.close()
 

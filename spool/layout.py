@@ -60,14 +60,14 @@ def default_host() -> str:
 
 def new_id(now: datetime) -> str:
     """A fresh id: creation time to the microsecond, then 48 random bits (unique across hosts)."""
-    return f"{now.strftime('%Y%m%dT%H%M%S.%f')}-{secrets.token_hex(6)}"
+    return f"{due_stamp(now)[:-1]}-{secrets.token_hex(6)}"
 
 
 def derived_id(now: datetime, seed: str) -> str:
     """A deterministic id for `seed` (a dropped file without one), sortable like `new_id`."""
     import hashlib
 
-    return f"{now.strftime('%Y%m%dT%H%M%S.%f')}-{hashlib.sha256(seed.encode()).hexdigest()[:12]}"
+    return f"{due_stamp(now)[:-1]}-{hashlib.sha256(seed.encode()).hexdigest()[:12]}"
 
 
 class PendingName(NamedTuple):

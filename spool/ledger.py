@@ -78,7 +78,9 @@ class HostLedger:
     @contextmanager
     def locked(self, capacity: int | None = None) -> Iterator[Ledger]:
         """The pruned ledger under the host lock; saved on a clean exit of the block."""
-        with self.lock:
+        # filelock polls a contended lock; the default 50 ms pause would throttle a host's
+        # workers to a few claims a second each
+        with self.lock.acquire(poll_interval=0.001):
             ledger = self._load(capacity)
             self._prune(ledger)
             before = ledger.to_json()

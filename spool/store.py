@@ -64,6 +64,7 @@ class Store:
         self.config = config
         self.host = host
         self.journal = Journal(self.layout.events, host)
+        self._pending_dir = str(self.layout.pending)  # hot path: plain strings, no pathlib
 
     @property
     def durable(self) -> bool:
@@ -73,7 +74,7 @@ class Store:
         if self.durable:
             fsync_dir(directory)
 
-    def _stage(self, body: dict, tag: str = "stage") -> Path:
+    def _stage(self, body: dict, tag: str = "stage") -> str:
         return stage(self.layout.tmp, encode(body), self.durable, tag)
 
     # -- reading -------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class Store:
             markers = self._take_markers(body, now, exclusive_id)
             staged = self._stage(body)
             try:
-                os.rename(staged, self.layout.pending / self._pending_name(body))
+                os.rename(staged, f"{self._pending_dir}/{self._pending_name(body)}")
             except BaseException:
                 discard(staged)
                 for marker in markers:

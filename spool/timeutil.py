@@ -37,11 +37,9 @@ def parse_duration(value: object, what: str = "duration") -> float:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC text, `2026-11-22T09:35:00Z` (microseconds only when present)."""
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}"
-    return text + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat() + "Z"
 
 
 def parse_time(value: object, what: str = "time") -> datetime:
@@ -50,7 +48,7 @@ def parse_time(value: object, what: str = "time") -> datetime:
         moment = value
     elif isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value.strip().replace("z", "Z"))
+            moment = datetime.fromisoformat(value.strip())
         except ValueError:
             raise InvalidInput(
                 f"{what}: {value!r} is not an RFC 3339 time (e.g. 2026-11-22T09:35:00Z)"
@@ -58,13 +56,15 @@ def parse_time(value: object, what: str = "time") -> datetime:
     else:
         raise InvalidInput(f"{what}: {value!r} is not an RFC 3339 time")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        return moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def due_stamp(moment: datetime) -> str:
     """The DUE part of a pending name: `YYYYMMDDTHHMMSS.ffffffZ`, sorting as time does."""
-    return moment.astimezone(UTC).strftime(DUE_FORMAT)
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return (f"{m.year:04d}{m.month:02d}{m.day:02d}T{m.hour:02d}{m.minute:02d}{m.second:02d}"
+            f".{m.microsecond:06d}Z")
 
 
 def parse_due(stamp: str) -> datetime:

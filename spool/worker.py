@@ -32,7 +32,7 @@ from spool.inotify import make_watcher
 from spool.ledger import HostLedger
 from spool.notify import Notifier
 from spool.recovery import invalid_record, recover_holds, recover_orphan, settle
-from spool.timeutil import format_time, parse_due
+from spool.timeutil import due_stamp, format_time, parse_due
 
 log = logging.getLogger("spool.worker")
 
@@ -339,6 +339,9 @@ class Worker:
         due = self.view.next_due(now)
         if due:
             waits.append((parse_due(due) - now).total_seconds())
+        if self.view.names and self.view.names[0][2:25] <= due_stamp(now):
+            # due work but no free slot: another worker of this host holds them; look again
+            waits.append(min(self.config.defaults.poll, 0.05))
         if self.watcher is None or not self.view.names:
             waits.append(self.config.defaults.poll)
         return max(0.0, min(waits))
