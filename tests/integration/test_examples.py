@@ -1,0 +1,42 @@
+"""The examples run as documented: the sample spool.toml, the shell job, the handlers, the
+hand-drop script and the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from conftest import cli_env, make_spool, spool_cli, start_cli
+
+REPO = Path(__file__).parents[2]
+
+
+def test_examples_run_end_to_end(tmp_path):
+    config = (REPO / "examples" / "spool.toml").read_text()
+    spool_dir = make_spool(tmp_path / "spool", config)
+    env = cli_env(SPOOL_DIR=str(spool_dir), PYTHONPATH=str(REPO))
+    src = tmp_path / "picture.jpg"
+    src.write_bytes(b"x" * 1234)
+    thumb = spool_cli(spool_dir, "submit", "thumbnail", "-a", f"src={src}", "-a", "width=64")
+    dropped = subprocess.run([str(REPO / "examples" / "drop.sh")], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+    worker = subprocess.Popen(["spool", "--spool", str(spool_dir), "worker", "--capacity", "2"],
+                              cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    try:
+        piped = subprocess.run([str(REPO / "examples" / "pipeline.sh")], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120)
+        assert piped.returncode == 0, piped.stderr
+        assert "{'words': 2}" in piped.stdout
+        for job_id in (thumb.stdout.strip(), dropped):
+            assert spool_cli(spool_dir, "wait", job_id, "--timeout", "60").returncode == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    shown = json.loads(spool_cli(spool_dir, "show", thumb.stdout.strip(), "--json").stdout)
+    assert shown["result"] == {"source": str(src), "width": 64, "bytes": 1234}
+    assert json.loads(spool_cli(spool_dir, "show", dropped, "--json").stdout)["priority"] == 3
+    assert shutil.which("spool")
