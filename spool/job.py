@@ -156,9 +156,12 @@ def _list_field(raw: dict, key: str) -> list:
     return value
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(body: dict) -> bytes:
     """The bytes spool writes for a job body (compact, one trailing newline)."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _ENCODER.encode(body).encode() + b"\n"
 
 
 def decode(data: bytes, what: str) -> dict:

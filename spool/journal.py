@@ -13,6 +13,8 @@ from pathlib import Path
 
 from spool.timeutil import format_time
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
 
 class Journal:
     """Appends event lines for one host, keeping the day's file open."""
@@ -25,7 +27,7 @@ class Journal:
     def record(self, now: datetime, event: str, job_id: str, **fields: object) -> None:
         """Append one event line; filesystem errors are swallowed (the journal is advisory)."""
         line = {"time": format_time(now), "event": event, "id": job_id, **fields}
-        data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
+        data = _ENCODER.encode(line).encode() + b"\n"
         try:
             os.write(self._file(f"{now.year:04d}-{now.month:02d}-{now.day:02d}"), data)
         except OSError:

@@ -9,6 +9,7 @@ processes that are gone (pid not alive, or another boot) are dropped whenever it
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from contextlib import contextmanager
@@ -58,10 +59,9 @@ class Ledger:
     def free(self) -> int:
         return self.capacity - self.used
 
-    def to_json(self) -> bytes:
-        return json.dumps({"host": self.host, "capacity": self.capacity,
-                           "workers": self.workers, "running": self.running,
-                           "unfit": self.unfit}, indent=1).encode()
+    def to_dict(self) -> dict:
+        return {"host": self.host, "capacity": self.capacity, "workers": self.workers,
+                "running": self.running, "unfit": self.unfit}
 
 
 class HostLedger:
@@ -83,10 +83,12 @@ class HostLedger:
         with self.lock.acquire(poll_interval=0.001):
             ledger = self._load(capacity)
             self._prune(ledger)
-            before = ledger.to_json()
+            before = copy.deepcopy(ledger.to_dict())
             yield ledger
-            if ledger.to_json() != before or not self.path.exists():
-                replace_file(self.path, ledger.to_json(), self.layout.tmp, self.durable)
+            after = ledger.to_dict()
+            if after != before or not self.path.exists():
+                replace_file(self.path, json.dumps(after, separators=(",", ":")).encode(),
+                             self.layout.tmp, self.durable)
 
     def touch(self) -> None:
         """Refresh the ledger's mtime: the host heartbeat that `status` shows."""

@@ -65,6 +65,7 @@ class Store:
         self.host = host
         self.journal = Journal(self.layout.events, host)
         self._pending_dir = str(self.layout.pending)  # hot path: plain strings, no pathlib
+        self._tmp_dir = str(self.layout.tmp)
 
     @property
     def durable(self) -> bool:
@@ -75,7 +76,7 @@ class Store:
             fsync_dir(directory)
 
     def _stage(self, body: dict, tag: str = "stage") -> str:
-        return stage(self.layout.tmp, encode(body), self.durable, tag)
+        return stage(self._tmp_dir, encode(body), self.durable, tag)
 
     # -- reading -------------------------------------------------------------------------
 

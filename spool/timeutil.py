@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from spool.errors import InvalidInput
 
 UTC = timezone.utc
-DUE_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 DUE_LENGTH = 23
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -69,7 +68,11 @@ def due_stamp(moment: datetime) -> str:
 
 def parse_due(stamp: str) -> datetime:
     """The datetime a DUE stamp stands for; ValueError when it is not one."""
-    return datetime.strptime(stamp, DUE_FORMAT).replace(tzinfo=UTC)
+    if len(stamp) != DUE_LENGTH or stamp[8] != "T" or stamp[15] != "." or stamp[-1] != "Z" \
+            or not (stamp[:8] + stamp[9:15] + stamp[16:22]).isdigit():
+        raise ValueError(f"{stamp!r} is not a DUE stamp (YYYYMMDDTHHMMSS.ffffffZ)")
+    return datetime(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]), int(stamp[9:11]),
+                    int(stamp[11:13]), int(stamp[13:15]), int(stamp[16:22]), tzinfo=UTC)
 
 
 def from_timestamp(seconds: float) -> datetime:
