@@ -156,7 +156,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         if info.slots > free or (info.after and not dependencies_met(store, info.after)):
             continue
         attempt = info.attempts + 1
-        path = store.claim(name, job_id, attempt, host_dir)
+        path = store.claim(name, job_id, attempt, host_dir, now)
         view.remove(name)
         if path is None:
             continue

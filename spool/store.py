@@ -270,14 +270,16 @@ class Store:
 
     # -- claiming, finishing, requeueing -------------------------------------------------
 
-    def claim(self, name: str, job_id: str, attempt: int, host_dir: Path) -> Path | None:
+    def claim(self, name: str, job_id: str, attempt: int, host_dir: Path,
+              now: datetime) -> Path | None:
         """Rename a pending file into `host_dir` as `ID.N.json`; None when another won."""
         dest = host_dir / processing_name(job_id, attempt)
         try:
-            os.rename(self.layout.pending / name, dest)
+            os.rename(f"{self._pending_dir}/{name}", dest)
         except FileNotFoundError:
             if not os.path.exists(dest):  # NFS: ENOENT for a rename that did happen
                 return None
+        self.journal.record(now, "claim", job_id, host=self.host, attempt=attempt)
         return dest
 
     def finish(self, source: Path, body: dict, state: str, now: datetime,

@@ -70,7 +70,7 @@ def claim(sp: Spool, job_id: str) -> Path:
     name = next(n for n in sp.store.pending_names() if job_id in n)
     host_dir = sp.store.layout.host_processing("h1")
     host_dir.mkdir(exist_ok=True)
-    return sp.store.claim(name, job_id, 1, host_dir)
+    return sp.store.claim(name, job_id, 1, host_dir, NOW)
 
 
 def test_submit_crash_before_rename_leaves_nothing(sp, monkeypatch):
