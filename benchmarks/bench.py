@@ -219,7 +219,7 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     doc = {"filesystem": fs, "pending": big, "results": results, "ratios_to_floor": ratios}
-    (out / f"{fs}.json").write_text(json.dumps(doc, indent=2))
+    (out / f"{fs.replace('/', '-')}.json").write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc))
 
 

@@ -26,8 +26,14 @@ class Journal:
 
     def record(self, now: datetime, event: str, job_id: str, **fields: object) -> None:
         """Append one event line; filesystem errors are swallowed (the journal is advisory)."""
-        line = {"time": format_time(now), "event": event, "id": job_id, **fields}
-        data = _ENCODER.encode(line).encode() + b"\n"
+        self.record_many(now, event, [job_id], **fields)
+
+    def record_many(self, now: datetime, event: str, job_ids: list[str],
+                    **fields: object) -> None:
+        """Append one line per id with a single write."""
+        stamp = format_time(now)
+        data = b"".join(_ENCODER.encode({"time": stamp, "event": event, "id": job_id, **fields})
+                        .encode() + b"\n" for job_id in job_ids)
         try:
             os.write(self._file(f"{now.year:04d}-{now.month:02d}-{now.day:02d}"), data)
         except OSError:

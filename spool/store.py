@@ -163,8 +163,7 @@ class Store:
                 raise
             done.append(body["id"])
         self._sync(self.layout.pending)
-        for job_id in done:
-            self.journal.record(now, "submit", job_id, host=self.host)
+        self.journal.record_many(now, "submit", done, host=self.host)
         return done
 
     @staticmethod
