@@ -111,8 +111,8 @@ class Reaper:
                 marker = json.loads(path.read_bytes())
             except (OSError, ValueError):
                 continue
-            if "key" in marker and self.store.is_stale_marker("key", path, marker.get("id"), now):
-                self.store.release_marker(path, marker.get("id"))
+            if "key" in marker and self.store.markers.is_stale("key", path, marker.get("id"), now):
+                self.store.markers.release(path, marker.get("id"))
 
     def apply_retention(self, now: datetime) -> None:
         """Purge done/ and dead/ files (and their logs) older than their retention."""

@@ -11,7 +11,6 @@ Two kinds of leftovers, both recognised by name alone:
 from __future__ import annotations
 
 import logging
-import os
 import random
 from datetime import datetime
 from pathlib import Path
@@ -39,12 +38,8 @@ def recover_orphan(store: Store, path: Path, now: datetime, outcome: str = "lost
     for state in ("done", "dead"):
         staged = store.layout.tmp / f"{job_id}.{attempt}.finish-{state}"
         if staged.exists():
-            dest = store.layout.state_dir(state) / f"{job_id}.json"
-            try:
-                os.rename(path, dest)
-            except FileNotFoundError:
+            if not store.complete_finish(path, staged, state, job_id):
                 return None
-            store.complete_fill(staged, dest)
             log.info("recovered %s: completed its staged finish into %s/", job_id, state)
             return state
     try:
@@ -127,7 +122,7 @@ def _resolve_hold(store: Store, hold: Path, job_id: str, verb: str, now: datetim
         discard(hold)  # the move had committed: the hold is a leftover copy
         return
     if verb == "adopt":
-        os.rename(hold, store.layout.pending / f"{job_id}.json")  # adopt it again, same id
+        store.return_drop(hold, job_id)  # adopted again, to the same id
         return
     body = store.read(hold)
     if verb == "retry":

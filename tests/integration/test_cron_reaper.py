@@ -3,7 +3,6 @@ and never a live one."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time

@@ -4,13 +4,12 @@ hand-drop script and the pipeline."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 from pathlib import Path
 
-from conftest import cli_env, make_spool, spool_cli, start_cli
+from conftest import cli_env, make_spool, spool_cli
 
 REPO = Path(__file__).parents[2]
 

@@ -7,10 +7,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 
 from conftest import (CONFIG, make_spool, read_job, spool_cli, start_cli, state_files,
                       wait_until)

@@ -1,0 +1,95 @@
+"""The catalog: reading a spool without changing it — where a job is, its body, the listings.
+
+Listings are hints (DESIGN §10): names may be missing or stale for the attribute-cache time,
+and every reader tolerates a file that moved between listing and reading.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+from spool.config import Config
+from spool.errors import JobNotFound
+from spool.files import list_names, read_bounded
+from spool.job import Job, decode
+from spool.layout import Layout, parse_pending_name, parse_processing_name
+
+
+class Located(NamedTuple):
+    """Where a job file stands."""
+
+    state: str
+    path: Path
+
+
+class Catalog:
+    """Read access to one spool, as seen from one host."""
+
+    def __init__(self, root: Path, config: Config, host: str) -> None:
+        self.layout = Layout(Path(root))
+        self.config = config
+        self.host = host
+
+    def read(self, path: Path) -> dict:
+        """The body of the job file at `path` (bounded, never through a symlink)."""
+        limit = self.config.defaults.max_job_bytes * 4  # spool's own files grow with history
+        return decode(read_bounded(path, limit), str(path))
+
+    def locate(self, job_id: str) -> Located | None:
+        """The state and path of `job_id`, looking twice to cover a move during the scan."""
+        for _ in range(2):
+            for state in ("done", "dead"):
+                path = self.layout.state_dir(state) / f"{job_id}.json"
+                if os.path.lexists(path):
+                    return Located(state, path)
+            for path in self.processing_paths():
+                parsed = parse_processing_name(path.name)
+                if parsed and parsed[0] == job_id:
+                    return Located("processing", path)
+            suffix = f"-{job_id}.json"
+            for name in list_names(self.layout.pending):
+                if name.endswith(suffix) and (parsed := parse_pending_name(name)):
+                    if parsed.id == job_id:
+                        return Located("pending", self.layout.pending / name)
+        return None
+
+    def get(self, job_id: str) -> tuple[Job, dict]:
+        """The Job and its stored body; JobNotFound when it is in no state."""
+        for _ in range(3):
+            where = self.locate(job_id)
+            if where is None:
+                break
+            try:
+                body = self.read(where.path)
+            except FileNotFoundError:
+                continue  # moved between locate and read: look again
+            return Job.from_body(body, where.state, where.path), body
+        raise JobNotFound(f"no job with id {job_id!r} in {self.layout.root}")
+
+    def pending_names(self) -> list[str]:
+        """Canonical pending names in claim order (priority, due, id)."""
+        return sorted(name for name in list_names(self.layout.pending)
+                      if parse_pending_name(name) is not None)
+
+    def drop_names(self) -> list[str]:
+        """Names in pending/ that a person or script dropped and spool has not adopted."""
+        return [name for name in list_names(self.layout.pending)
+                if not name.startswith(".") and name.endswith(".json")
+                and parse_pending_name(name) is None]
+
+    def processing_paths(self, host: str | None = None) -> Iterator[Path]:
+        """Processing files of one host, or of every host."""
+        hosts = [host] if host else list_names(self.layout.processing)
+        for name in hosts:
+            directory = self.layout.host_processing(name)
+            for entry in list_names(directory):
+                if parse_processing_name(entry):
+                    yield directory / entry
+
+    def terminal_names(self, state: str) -> list[str]:
+        """Sorted `ID.json` names in done/ or dead/."""
+        return sorted(n for n in list_names(self.layout.state_dir(state))
+                      if n.endswith(".json") and not n.startswith("."))
+
