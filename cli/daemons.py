@@ -15,7 +15,8 @@ from spool.sample import DEMO_CONFIG
 from spool.cron import Cron
 from spool.daemon import loop
 from spool.reaper import Reaper
-from spool.worker import Companion, Worker
+from spool.runloop import Companion
+from spool.worker import Worker
 
 
 def setup_logging() -> None:

@@ -10,16 +10,13 @@ recovered at start and on every heartbeat.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import selectors
 import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from spool.api import Spool
 from spool.claim import Claimed, PendingView, claim_due, try_lock_orphan
@@ -28,33 +25,16 @@ from spool.drops import adopt_drops
 from spool.errors import InvalidInput, SpoolError
 from spool.execution import (Attempt, attempt_env, expand_argv, load_handler, open_log,
                              read_result, start_command, start_handler)
-from spool.inotify import make_watcher
+from spool.inotify import Watcher
 from spool.ledger import HostLedger
 from spool.notify import Notifier
 from spool.recovery import invalid_record, recover_holds, recover_orphan, settle
 from spool.timeutil import due_stamp, format_time, parse_due
 
+if TYPE_CHECKING:
+    from spool.runloop import Companion
+
 log = logging.getLogger("spool.worker")
-
-
-@dataclass
-class Companion:
-    """Another daemon's step run from the worker's loop (`spool run`: cron and reaper)."""
-
-    name: str
-    step: Callable[[datetime], object]
-    next_wake: Callable[[datetime], float]
-    due_at: float = 0.0
-
-    def tick(self, now: datetime, mono: float) -> None:
-        if mono < self.due_at:
-            return
-        try:
-            self.step(now)
-            self.due_at = mono + self.next_wake(now)
-        except Exception:  # noqa: BLE001 - one daemon's failure must not stop the others
-            log.exception("%s step failed; retrying in 5s", self.name)
-            self.due_at = mono + 5.0
 
 
 @dataclass
@@ -92,6 +72,7 @@ class Worker:
         self.notifier = Notifier()
         self.beat_at = 0.0
         self.companions = companions or []
+        self.watcher: Watcher | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -348,66 +329,19 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------
 
-    watcher = None
-
-    def run(self, clock=None) -> int:
+    def run(self, clock: Callable[[], datetime] | None = None) -> int:
         """Loop `step` until stopped (or, with burst, until nothing is due)."""
-        clock = clock or self.spool.clock
-        self.watcher = make_watcher(self.store.layout.pending, self.store.layout.cancel)
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old_fd = signal.set_wakeup_fd(wake_w)
-        previous = {sig: signal.signal(sig, self._on_signal)
-                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)}
-        selector = selectors.DefaultSelector()
-        selector.register(wake_r, selectors.EVENT_READ)
-        if self.watcher:
-            selector.register(self.watcher.fd, selectors.EVENT_READ)
-        try:
-            self.start(clock())
-            self.notifier.send("READY=1", f"STATUS=capacity {self.capacity} slots")
-            while True:
-                try:
-                    if not self.step(clock()):
-                        break
-                except OSError as exc:  # a filesystem fault: log, back off, carry on
-                    log.error("filesystem error, retrying: %s", exc)
-                    time.sleep(min(5.0, self.config.defaults.poll))
-                for companion in self.companions if not self.stopping else ():
-                    companion.tick(clock(), time.monotonic())
-                if self.reload_requested:
-                    self.reload_requested = False
-                    self.reload()
-                for key, _ in selector.select(self.next_wake(clock())):
-                    if key.fd == wake_r:
-                        while True:
-                            try:
-                                if not os.read(wake_r, 512):
-                                    break
-                            except BlockingIOError:
-                                break
-                    elif self.watcher:
-                        for directory, name in self.watcher.read():
-                            if directory == self.store.layout.pending:
-                                self.view.add(name)
-        finally:
-            self._shutdown(clock())
-            signal.set_wakeup_fd(old_fd)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            selector.close()
-            os.close(wake_r)
-            os.close(wake_w)
-            if self.watcher:
-                self.watcher.close()
-        return 0
+        from spool.runloop import run_worker
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
+        return run_worker(self, clock or self.spool.clock)
+
+    def on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
             self.reload_requested = True
         elif signum in (signal.SIGTERM, signal.SIGINT):
             self.request_stop()
 
-    def _shutdown(self, now: datetime) -> None:
+    def shutdown(self, now: datetime) -> None:
         """Anything still running is stopped and returned to pending/ as interrupted."""
         for run in self.running.values():
             run.attempt.stop_reason = "interrupted"
@@ -422,15 +356,3 @@ class Worker:
                 if ledger.running[job_id].get("worker_pid") == self.pid:
                     del ledger.running[job_id]
         log.info("worker %d stopped", self.pid)
-
-
-def flock_held(path: Path) -> bool:
-    """Whether some process holds the flock of `path` (used by tests and doctor)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)

@@ -1,0 +1,98 @@
+"""The worker's event loop: select on a signal wake-up pipe and inotify, run `step`, and run
+companion daemons (cron, reaper) from the same loop for `spool run`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable
+
+from spool.inotify import make_watcher
+
+if TYPE_CHECKING:
+    from spool.worker import Worker
+
+log = logging.getLogger("spool.worker")
+
+
+@dataclass
+class Companion:
+    """Another daemon's step run from the worker's loop (`spool run`: cron and reaper)."""
+
+    name: str
+    step: Callable[[datetime], object]
+    next_wake: Callable[[datetime], float]
+    due_at: float = 0.0
+
+    def tick(self, now: datetime, mono: float) -> None:
+        if mono < self.due_at:
+            return
+        try:
+            self.step(now)
+            self.due_at = mono + self.next_wake(now)
+        except Exception:  # noqa: BLE001 - one daemon's failure must not stop the others
+            log.exception("%s step failed; retrying in 5s", self.name)
+            self.due_at = mono + 5.0
+
+
+def run_worker(self: Worker, clock: Callable[[], datetime]) -> int:
+    """Loop `self.step` until stopped, sleeping until a child exits, a name appears or a
+    deadline passes; signals arrive through a wake-up pipe."""
+    self.watcher = make_watcher(self.store.layout.pending, self.store.layout.cancel)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_fd = signal.set_wakeup_fd(wake_w)
+    previous = {sig: signal.signal(sig, self.on_signal)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)}
+    selector = selectors.DefaultSelector()
+    selector.register(wake_r, selectors.EVENT_READ)
+    if self.watcher:
+        selector.register(self.watcher.fd, selectors.EVENT_READ)
+    try:
+        self.start(clock())
+        self.notifier.send("READY=1", f"STATUS=capacity {self.capacity} slots")
+        while True:
+            try:
+                if not self.step(clock()):
+                    break
+            except OSError as exc:  # a filesystem fault: log, back off, carry on
+                log.error("filesystem error, retrying: %s", exc)
+                time.sleep(min(5.0, self.config.defaults.poll))
+            for companion in self.companions if not self.stopping else ():
+                companion.tick(clock(), time.monotonic())
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            for key, _ in selector.select(self.next_wake(clock())):
+                if key.fd == wake_r:
+                    while True:
+                        try:
+                            if not os.read(wake_r, 512):
+                                break
+                        except BlockingIOError:
+                            break
+                elif self.watcher:
+                    for directory, name in self.watcher.read():
+                        if directory == self.store.layout.pending:
+                            self.view.add(name)
+    finally:
+        self.shutdown(clock())
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        selector.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        if self.watcher:
+            self.watcher.close()
+    return 0
+
+def _on_signal(self, signum: int, _frame: object) -> None:
+    if signum == signal.SIGHUP:
+        self.reload_requested = True
+    elif signum in (signal.SIGTERM, signal.SIGINT):
+        self.request_stop()
