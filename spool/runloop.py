@@ -40,34 +40,37 @@ class Companion:
             self.due_at = mono + 5.0
 
 
-def run_worker(self: Worker, clock: Callable[[], datetime]) -> int:
-    """Loop `self.step` until stopped, sleeping until a child exits, a name appears or a
+def run_worker(worker: Worker, clock: Callable[[], datetime]) -> int:
+    """Loop `worker.step` until stopped, sleeping until a child exits, a name appears or a
     deadline passes; signals arrive through a wake-up pipe."""
-    self.watcher = make_watcher(self.store.layout.pending, self.store.layout.cancel)
+    worker.watcher = make_watcher(worker.store.layout.pending, worker.store.layout.cancel)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_fd = signal.set_wakeup_fd(wake_w)
-    previous = {sig: signal.signal(sig, self.on_signal)
+    previous = {sig: signal.signal(sig, worker.on_signal)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)}
     selector = selectors.DefaultSelector()
     selector.register(wake_r, selectors.EVENT_READ)
-    if self.watcher:
-        selector.register(self.watcher.fd, selectors.EVENT_READ)
+    if worker.watcher:
+        selector.register(worker.watcher.fd, selectors.EVENT_READ)
     try:
-        self.start(clock())
-        self.notifier.send("READY=1", f"STATUS=capacity {self.capacity} slots")
+        worker.start(clock())
+        worker.notifier.send("READY=1", f"STATUS=capacity {worker.capacity} slots")
         while True:
             try:
-                if not self.step(clock()):
+                if not worker.step(clock()):
                     break
             except OSError as exc:  # a filesystem fault: log, back off, carry on
                 log.error("filesystem error, retrying: %s", exc)
-                time.sleep(min(5.0, self.config.defaults.poll))
-            for companion in self.companions if not self.stopping else ():
+                time.sleep(min(5.0, worker.config.defaults.poll))
+            except Exception:  # noqa: BLE001 - the outermost loop: log, back off, carry on
+                log.exception("worker step failed; retrying")
+                time.sleep(1.0)
+            for companion in worker.companions if not worker.stopping else ():
                 companion.tick(clock(), time.monotonic())
-            if self.reload_requested:
-                self.reload_requested = False
-                self.reload()
-            for key, _ in selector.select(self.next_wake(clock())):
+            if worker.reload_requested:
+                worker.reload_requested = False
+                worker.reload()
+            for key, _ in selector.select(worker.next_wake(clock())):
                 if key.fd == wake_r:
                     while True:
                         try:
@@ -75,24 +78,18 @@ def run_worker(self: Worker, clock: Callable[[], datetime]) -> int:
                                 break
                         except BlockingIOError:
                             break
-                elif self.watcher:
-                    for directory, name in self.watcher.read():
-                        if directory == self.store.layout.pending:
-                            self.view.add(name)
+                elif worker.watcher:
+                    for directory, name in worker.watcher.read():
+                        if directory == worker.store.layout.pending:
+                            worker.view.add(name)
     finally:
-        self.shutdown(clock())
+        worker.shutdown(clock())
         signal.set_wakeup_fd(old_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         selector.close()
         os.close(wake_r)
         os.close(wake_w)
-        if self.watcher:
-            self.watcher.close()
+        if worker.watcher:
+            worker.watcher.close()
     return 0
-
-def _on_signal(self, signum: int, _frame: object) -> None:
-    if signum == signal.SIGHUP:
-        self.reload_requested = True
-    elif signum in (signal.SIGTERM, signal.SIGINT):
-        self.request_stop()

@@ -23,6 +23,7 @@ from spool.claim import Claimed, PendingView, claim_due, try_lock_orphan
 from spool.config import Config, JobType
 from spool.drops import adopt_drops
 from spool.errors import InvalidInput, SpoolError
+from spool.job import normalize
 from spool.execution import (Attempt, attempt_env, expand_argv, load_handler, open_log,
                              read_result, start_command, start_handler)
 from spool.inotify import Watcher
@@ -196,10 +197,13 @@ class Worker:
     def launch(self, item: Claimed, now: datetime) -> None:
         """Start the attempt of a claimed job, or bury it when it cannot run at all."""
         job_id = item.path.name.rsplit(".", 2)[0]
-        body, problem = item.body, item.error
-        jtype = self.config.job_type(body.get("job", "")) if body else None
-        if body is not None and jtype is None:
-            problem = f"unknown job type {body.get('job')!r}"
+        body, problem, jtype = item.body, item.error, None
+        if body is not None:
+            try:  # a hand-made canonical file is validated here, at its first claim
+                body = normalize(body, self.config, now, job_id)
+                jtype = self.config.job_type(body["job"])
+            except InvalidInput as exc:
+                problem = str(exc)
         if problem is not None or body is None or jtype is None:
             self.store.reject(item.path, invalid_record(job_id, f"{item.path.name}: {problem}",
                                                         now, body and body.get("job")), now)

@@ -201,11 +201,14 @@ def test_bad_files_never_block_the_good_job(spool_dir):
         (pending / f"unknown{i}.json").write_text('{"job": "nosuch"}')
     (pending / "dir.json").mkdir()
     os.symlink("/etc/passwd", pending / "link.json")
+    canonical = "0-20000101T000000.000000Z-handmade.json"  # canonical name, bad content
+    (pending / canonical).write_text('{"job": "noop", "timeout": "whenever"}')
     good = submit(spool_dir, "noop")
     assert finish(burst(spool_dir)) == 0
     files = state_files(spool_dir)
     assert files["done"] == [good]
-    assert len(files["dead"]) == 42 and files["pending"] == []
+    assert len(files["dead"]) == 43 and files["pending"] == []
+    assert "whenever" in read_job(spool_dir, "dead", "handmade")["error"]
     assert os.listdir(pending) == []
 
 
