@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from spool.api import Spool
-from spool.claim import Claimed, PendingView, claim_due, try_lock_orphan
+from spool.claim import (Claimed, PendingView, claim_due, dependencies_met,
+                         try_lock_orphan)
 from spool.config import Config, JobType
 from spool.drops import adopt_drops
 from spool.errors import InvalidInput, SpoolError
@@ -160,11 +161,9 @@ class Worker:
         with self.ledger.locked() as ledger:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
-                if info and info.slots <= ledger.capacity:
-                    from spool.claim import dependencies_met
-
-                    if not info.after or dependencies_met(self.store, info.after):
-                        return True
+                if info and info.slots <= ledger.capacity and (
+                        not info.after or dependencies_met(self.store, info.after)):
+                    return True
         return False
 
     def claim_and_start(self, now: datetime, ended: list[str]) -> None:
