@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,15 @@ def boot_id() -> str:
         return ""
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux): with the pid, an
+    identity that a reused pid cannot fake."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -39,6 +49,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def stop_orphaned_task(entry: dict) -> None:
+    """Kill the process group of a task whose worker died (kill -9), so that the job's
+    recovery does not run it twice at once. Only the very process recorded is signalled."""
+    pid, start = entry.get("task_pid"), entry.get("task_start")
+    if isinstance(pid, int) and start and process_start(pid) == start:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @dataclass
@@ -108,6 +129,9 @@ class HostLedger:
     def _prune(self, ledger: Ledger) -> None:
         ledger.workers = {pid: info for pid, info in ledger.workers.items()
                           if info.get("boot_id") == self.boot and pid_alive(int(pid))}
+        for entry in ledger.running.values():
+            if str(entry.get("worker_pid")) not in ledger.workers:
+                stop_orphaned_task(entry)
         on_disk = {parsed for name in list_names(self.layout.host_processing(self.host))
                    if (parsed := parse_processing_name(name))}
         ledger.running = {job_id: entry for job_id, entry in ledger.running.items()

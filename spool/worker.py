@@ -28,7 +28,7 @@ from spool.job import normalize
 from spool.execution import (Attempt, attempt_env, expand_argv, load_handler, open_log,
                              read_result, start_command, start_handler)
 from spool.inotify import Watcher
-from spool.ledger import HostLedger
+from spool.ledger import HostLedger, Ledger, process_start
 from spool.notify import Notifier
 from spool.recovery import invalid_record, recover_holds, recover_orphan, settle
 from spool.timeutil import due_stamp, format_time, parse_due
@@ -172,6 +172,7 @@ class Worker:
         with self.ledger.locked() as ledger:
             for job_id in ended:
                 ledger.running.pop(job_id, None)
+            self._record_tasks(ledger)
             if self.view.names and ledger.free > 0:
                 claimed = claim_due(self.store, self.view, ledger, now, self.pid,
                                     free_slots_possible)
@@ -182,14 +183,20 @@ class Worker:
         """Heartbeat: ledger mtime, orphan check, systemd status."""
         self.beat_at = mono
         with self.ledger.locked() as ledger:
-            for job_id, run in self.running.items():
-                if job_id in ledger.running:
-                    ledger.running[job_id]["task_pid"] = run.attempt.pid
+            self._record_tasks(ledger)
             self.recover_orphans(now)
             used, capacity = ledger.used, ledger.capacity
         self.ledger.touch()
         self.notifier.send(f"STATUS=running {len(self.running)} jobs, {used}/{capacity} slots",
                            "WATCHDOG=1")
+
+    def _record_tasks(self, ledger: Ledger) -> None:
+        """Note each running task's pid and start time, so a successor can stop it if this
+        worker is killed."""
+        for job_id, run in self.running.items():
+            entry = ledger.running.get(job_id)
+            if entry is not None and entry.get("task_pid") is None:
+                entry.update(task_pid=run.attempt.pid, task_start=process_start(run.attempt.pid))
 
     # -- attempts ------------------------------------------------------------------------
 

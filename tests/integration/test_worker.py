@@ -176,9 +176,13 @@ def test_kill_9_then_restart_recovers_the_job(spool_dir, tmp_path):
     job_id = submit(spool_dir, "sh", {"script": f"echo $$ > {marker}; sleep 300"})
     worker = start_cli(spool_dir, "worker", "--capacity", "1", host="h")
     wait_until(marker.exists, 30, "task to start")
+    ledger = spool_dir / "hosts" / "h.json"
+    wait_until(lambda: json.loads(ledger.read_text())["running"][job_id].get("task_pid"), 30,
+               "the task's pid in the ledger")
     worker.kill()
     worker.wait()
-    os.kill(int(marker.read_text()), signal.SIGKILL)  # the machine went down with it
+    old_task = int(marker.read_text())
+    assert _alive(old_task)  # the task outlived its worker
     marker.unlink()
     assert state_files(spool_dir)["processing"] == [job_id]
     restarted = start_cli(spool_dir, "worker", "--capacity", "1", host="h")
@@ -187,6 +191,7 @@ def test_kill_9_then_restart_recovers_the_job(spool_dir, tmp_path):
         job = Spool(spool_dir, host="x").get(job_id)
         assert job.state == "processing" and job.history[-1]["outcome"] == "lost"
         assert (spool_dir / "processing" / "h" / f"{job_id}.2.json").exists()
+        wait_until(lambda: not _alive(old_task), 10, "the orphaned task to be stopped")
     finally:
         restarted.send_signal(signal.SIGINT)
         restarted.send_signal(signal.SIGINT)
