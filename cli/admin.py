@@ -86,8 +86,8 @@ def validate(sp: Spool, file: Path | None) -> None:
     except ValueError as exc:
         raise InvalidInput(f"{file}: not valid JSON: {exc}") from None
     try:
-        normalize(body, sp.config, sp.clock(), body.get("id") if isinstance(body, dict)
-                  and "id" in body else "validate")
+        has_id = isinstance(body, dict) and "id" in body
+        normalize(body, sp.config, sp.clock(), None if has_id else "validate")
     except SpoolError as exc:
         raise InvalidInput(f"{file}: {exc}") from None
     click.echo(f"{file}: OK")

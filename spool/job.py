@@ -83,7 +83,7 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
     """A complete, valid job body from `raw`, or InvalidInput naming the bad field.
 
     Missing fields take the job type's values, then `[defaults]`; unknown fields are kept.
-    `job_id` (when given) wins over the body's own `id`.
+    `job_id` (when given, already validated by the caller) wins over the body's own `id`.
     """
     if not isinstance(raw, dict):
         raise InvalidInput(f"a job must be a JSON object, not {type(raw).__name__}")
@@ -95,7 +95,7 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
         known = ", ".join(sorted(config.jobs)) or "none declared in spool.toml"
         raise UnknownJobType(f"unknown job type {name!r} (known: {known})")
     body = dict(raw)
-    body["id"] = validate_id(job_id if job_id is not None else raw.get("id"), "field 'id'")
+    body["id"] = job_id if job_id is not None else validate_id(raw.get("id"), "field 'id'")
     body["args"] = raw.get("args", {})
     body["priority"] = _int_field(raw, "priority", jtype.priority, 0, 9)
     body["run_at"] = format_time(_time_field(raw, "run_at", now))

@@ -31,9 +31,10 @@ class Journal:
     def record_many(self, now: datetime, event: str, job_ids: list[str],
                     **fields: object) -> None:
         """Append one line per id with a single write."""
-        stamp = format_time(now)
-        data = b"".join(_ENCODER.encode({"time": stamp, "event": event, "id": job_id, **fields})
-                        .encode() + b"\n" for job_id in job_ids)
+        # ids, hosts and verbs are validated plain text: only the extra fields need encoding
+        head = f'{{"time":"{format_time(now)}","event":"{event}","id":"'
+        tail = "".join(f',"{key}":{_ENCODER.encode(value)}' for key, value in fields.items())
+        data = "".join(f'{head}{job_id}"{tail}}}\n' for job_id in job_ids).encode()
         try:
             os.write(self._file(f"{now.year:04d}-{now.month:02d}-{now.day:02d}"), data)
         except OSError:

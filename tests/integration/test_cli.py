@@ -190,3 +190,10 @@ def test_broken_config_exit_2_names_file_and_key(cli, spool_dir):
 def test_env_vars_select_spool(spool_dir):
     result = CliRunner().invoke(main, ["status", "--json"], env={"SPOOL_DIR": str(spool_dir)})
     assert json.loads(result.output)["spool"] == str(spool_dir)
+
+
+def test_validate_names_a_bad_id_in_a_job_file(cli, tmp_path):
+    bad = tmp_path / "job.json"
+    bad.write_text('{"job": "noop", "id": "../up"}')
+    result = cli("validate", str(bad))
+    assert result.exit_code == 2 and "'../up'" in last_error(result)
