@@ -20,7 +20,8 @@ class Duration(click.ParamType):
         if isinstance(value, float):
             return value
         try:
-            return parse_duration(value, f"--{param.name.replace('_', '-')}" if param else "duration")
+            what = f"--{param.name.replace('_', '-')}" if param and param.name else "duration"
+            return parse_duration(value, what)
         except InvalidInput as exc:
             self.fail(str(exc), param, ctx)
 

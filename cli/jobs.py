@@ -55,7 +55,8 @@ def _args(args_json: str | None, pairs: tuple[str, ...]) -> Any:
 @click.option("--at", help="Run no sooner than this RFC 3339 time.")
 @click.option("--id", "job_id", help="Your own id (must not exist yet).")
 @click.option("--unique", help="Refuse (exit 4) while a job with this key is pending or running.")
-@click.option("--after", multiple=True, metavar="ID", help="Run after this job completed. Repeatable.")
+@click.option("--after", multiple=True, metavar="ID",
+              help="Run only after this job completed. Repeatable.")
 @click.option("--slots", type=int, help="Slots the job holds while it runs.")
 @click.option("--timeout", type=DURATION, help="Per-attempt time limit.")
 @click.option("--max-attempts", type=int, help="Attempts before the job goes to dead/.")

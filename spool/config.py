@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from spool import checks
 from spool.errors import ConfigError, InvalidInput
 from spool.timeutil import UTC, parse_duration, parse_time
 
@@ -127,7 +127,8 @@ def parse_config(text: str, path: Path) -> Config:
     }
     for sched in schedules.values():
         if sched.after is not None and sched.after not in schedules:
-            raise reader.error(f"schedules.{sched.name}.after", f"no schedule named {sched.after!r}")
+            raise reader.error(f"schedules.{sched.name}.after",
+                               f"no schedule named {sched.after!r}")
     return Config(defaults, jobs, schedules, path)
 
 
@@ -168,42 +169,6 @@ class _Reader:
             raise self.error(f"{where}.{key}", str(exc)) from None
 
 
-def _int(low: int, high: int | None = None) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInput(f"{value!r} is not an integer")
-        if value < low or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f">= {low}"
-            raise InvalidInput(f"{value} is out of range ({bound})")
-        return value
-    return check
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidInput(f"{value!r} is not a non-negative number")
-    return float(value)
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value, repr(value))
-    if seconds <= 0:
-        raise InvalidInput(f"{value!r} must be longer than zero")
-    return seconds
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{value!r} is not true or false")
-    return value
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{value!r} is not a non-empty string")
-    return value
-
-
 _COMMON = {"priority", "max_attempts", "timeout", "slots", "backoff", "kill_grace", "retention"}
 _DAEMON = {"grace", "heartbeat", "lease", "poll", "refresh", "durable", "max_job_bytes"}
 
@@ -214,9 +179,9 @@ def _backoff(reader: _Reader, value: Any, where: str, base: Backoff) -> Backoff:
     reader.keys(value, where, {"base", "factor", "max", "jitter"})
     backoff = Backoff(
         base=reader.convert(value, where, "base", base.base, lambda v: parse_duration(v)),
-        factor=reader.convert(value, where, "factor", base.factor, _number),
+        factor=reader.convert(value, where, "factor", base.factor, checks.number),
         max=reader.convert(value, where, "max", base.max, lambda v: parse_duration(v)),
-        jitter=reader.convert(value, where, "jitter", base.jitter, _number),
+        jitter=reader.convert(value, where, "jitter", base.jitter, checks.number),
     )
     if backoff.jitter >= 1:
         raise reader.error(f"{where}.jitter", f"{backoff.jitter} must be below 1")
@@ -224,33 +189,37 @@ def _backoff(reader: _Reader, value: Any, where: str, base: Backoff) -> Backoff:
 
 
 def _common(reader: _Reader, table: dict, where: str, base: Any) -> dict[str, Any]:
+    def get(key: str, check: Callable[[Any], Any]) -> Any:
+        return reader.convert(table, where, key, getattr(base, key), check)
+
     return {
-        "priority": reader.convert(table, where, "priority", base.priority, _int(0, 9)),
-        "max_attempts": reader.convert(table, where, "max_attempts", base.max_attempts, _int(1)),
-        "timeout": reader.convert(table, where, "timeout", base.timeout, _positive_duration),
-        "slots": reader.convert(table, where, "slots", base.slots, _int(1)),
+        "priority": get("priority", checks.integer(0, 9)),
+        "max_attempts": get("max_attempts", checks.integer(1)),
+        "timeout": get("timeout", checks.positive_duration),
+        "slots": get("slots", checks.integer(1)),
         "backoff": _backoff(reader, table["backoff"], f"{where}.backoff", base.backoff)
         if "backoff" in table else base.backoff,
-        "kill_grace": reader.convert(table, where, "kill_grace", base.kill_grace,
-                                     lambda v: parse_duration(v)),
-        "retention": reader.convert(table, where, "retention", base.retention,
-                                    lambda v: parse_duration(v)),
+        "kill_grace": get("kill_grace", parse_duration),
+        "retention": get("retention", parse_duration),
     }
 
 
 def _defaults(reader: _Reader, table: dict) -> Defaults:
     reader.keys(table, "defaults", _COMMON | _DAEMON)
     base = Defaults()
+
+    def get(key: str, check: Callable[[Any], Any]) -> Any:
+        return reader.convert(table, "defaults", key, getattr(base, key), check)
+
     defaults = Defaults(
         **_common(reader, table, "defaults", base),
-        grace=reader.convert(table, "defaults", "grace", base.grace, lambda v: parse_duration(v)),
-        heartbeat=reader.convert(table, "defaults", "heartbeat", base.heartbeat, _positive_duration),
-        lease=reader.convert(table, "defaults", "lease", base.lease, _positive_duration),
-        poll=reader.convert(table, "defaults", "poll", base.poll, _positive_duration),
-        refresh=reader.convert(table, "defaults", "refresh", base.refresh, _positive_duration),
-        durable=reader.convert(table, "defaults", "durable", base.durable, _bool),
-        max_job_bytes=reader.convert(table, "defaults", "max_job_bytes", base.max_job_bytes,
-                                     _int(64)),
+        grace=get("grace", parse_duration),
+        heartbeat=get("heartbeat", checks.positive_duration),
+        lease=get("lease", checks.positive_duration),
+        poll=get("poll", checks.positive_duration),
+        refresh=get("refresh", checks.positive_duration),
+        durable=get("durable", checks.boolean),
+        max_job_bytes=get("max_job_bytes", checks.integer(64)),
     )
     if defaults.lease < 3 * defaults.heartbeat:
         raise reader.error("defaults.lease", f"{defaults.lease:g}s must be at least 3 heartbeats "
@@ -264,30 +233,10 @@ def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults) -> Jo
     if ("command" in table) == ("handler" in table):
         raise reader.error(where, "needs exactly one of 'command' (a list) or 'handler' "
                            "('package.module:function')")
-    command = reader.convert(table, where, "command", None, _command)
-    handler = reader.convert(table, where, "handler", None, _handler)
-    env = reader.convert(table, where, "env", {}, _env)
+    command = reader.convert(table, where, "command", None, checks.command)
+    handler = reader.convert(table, where, "handler", None, checks.handler)
+    env = reader.convert(table, where, "env", {}, checks.env_table)
     return JobType(name, command, handler, env, **_common(reader, table, where, defaults))
-
-
-def _command(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise InvalidInput(f"{value!r} is not a non-empty list of strings")
-    return tuple(value)
-
-
-def _handler(value: Any) -> str:
-    module, _, function = _string(value).partition(":")
-    if not module or not function.isidentifier():
-        raise InvalidInput(f"{value!r} is not 'package.module:function'")
-    return value
-
-
-def _env(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise InvalidInput(f"{value!r} is not a table of strings")
-    return dict(value)
 
 
 def _schedule(reader: _Reader, name: str, table: dict, jobs: dict[str, JobType]) -> Schedule:
@@ -296,54 +245,24 @@ def _schedule(reader: _Reader, name: str, table: dict, jobs: dict[str, JobType])
                                "overlap", "catchup", "start_at"})
     if sum(key in table for key in ("cron", "every", "after")) != 1:
         raise reader.error(where, "needs exactly one of 'cron', 'every' or 'after'")
-    job = reader.convert(table, where, "job", None, _string)
+    job = reader.convert(table, where, "job", None, checks.string)
     if job is None:
         raise reader.error(f"{where}.job", "missing: name the job type to enqueue")
     if job not in jobs:
         raise reader.error(f"{where}.job", f"unknown job type {job!r}")
     sched = Schedule(
         name=name, job=job,
-        cron=reader.convert(table, where, "cron", None, _cron),
-        every=reader.convert(table, where, "every", None, _positive_duration),
-        after=reader.convert(table, where, "after", None, _string),
-        timezone=reader.convert(table, where, "timezone", "UTC", _zone),
+        cron=reader.convert(table, where, "cron", None, checks.cron),
+        every=reader.convert(table, where, "every", None, checks.positive_duration),
+        after=reader.convert(table, where, "after", None, checks.string),
+        timezone=reader.convert(table, where, "timezone", "UTC", checks.zone),
         args=table.get("args"),
-        priority=reader.convert(table, where, "priority", None, _int(0, 9)),
+        priority=reader.convert(table, where, "priority", None, checks.integer(0, 9)),
         overlap=reader.convert(table, where, "overlap", "allow" if "after" in table else "skip",
-                               _choice("skip", "allow")),
+                               checks.choice("skip", "allow")),
         catchup=reader.convert(table, where, "catchup", "latest",
-                               _choice("latest", "all", "none")),
+                               checks.choice("latest", "all", "none")),
         start_at=reader.convert(table, where, "start_at", None,
                                 lambda v: parse_time(v).astimezone(UTC)),
     )
     return sched
-
-
-def _cron(value: Any) -> str:
-    from croniter import croniter
-
-    text = _string(value)
-    if not croniter.is_valid(text):
-        raise InvalidInput(f"{text!r} is not a valid cron expression")
-    return text
-
-
-def _zone(value: Any) -> str:
-    try:
-        ZoneInfo(_string(value))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from None
-    return value
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise InvalidInput(f"{value!r} is not one of {', '.join(choices)}")
-        return value
-    return check
-
-
-def with_defaults(config: Config, **changes: Any) -> Config:
-    """A copy of `config` with some `[defaults]` replaced (tests, benchmarks)."""
-    return replace(config, defaults=replace(config.defaults, **changes))
