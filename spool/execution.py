@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,6 +115,23 @@ def start_command(argv: list[str], env: dict[str, str], log_fd: int, args: Any) 
     else:
         threading.Thread(target=_feed, args=(popen, payload), daemon=True).start()
     return popen
+
+
+def start_attempt(spool_dir: Path, tmp_dir: Path, body: dict, jtype: JobType, number: int,
+                  log_fd: int, now: datetime,
+                  handler: Callable[[JobType], Callable[..., Any]]) -> Attempt:
+    """Start attempt `number` of the job in `body`; its output goes to `log_fd`."""
+    job_id = body["id"]
+    result_path = tmp_dir / f"{job_id}.{number}.result"
+    env = attempt_env(spool_dir, body, number, result_path, jtype)
+    attempt = Attempt(job_id, number, 0, result_path, time.monotonic(), now)
+    if jtype.command:
+        argv = expand_argv(jtype.command, body.get("args"))
+        attempt.popen = start_command(argv, env, log_fd, body.get("args"))
+        attempt.pid = attempt.popen.pid
+    else:
+        attempt.pid = start_handler(handler(jtype), body.get("args"), env, log_fd, result_path)
+    return attempt
 
 
 def _feed(popen: subprocess.Popen, payload: bytes) -> None:

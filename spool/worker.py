@@ -25,8 +25,7 @@ from spool.config import Config, JobType
 from spool.drops import adopt_drops
 from spool.errors import InvalidInput, SpoolError
 from spool.job import normalize
-from spool.execution import (Attempt, attempt_env, expand_argv, load_handler, open_log,
-                             read_result, start_command, start_handler)
+from spool.execution import Attempt, load_handler, open_log, read_result, start_attempt
 from spool.inotify import Watcher
 from spool.ledger import HostLedger, Ledger, process_start
 from spool.notify import Notifier
@@ -216,26 +215,20 @@ class Worker:
             os.close(item.fd)
             self._release(job_id)
             return
-        result_path = self.store.layout.tmp / f"{job_id}.{item.attempt}.result"
-        log_fd = open_log(self.store.layout.log_path(job_id), body, item.attempt,
-                          self.spool.host, now)
-        env = attempt_env(self.store.layout.root, body, item.attempt, result_path, jtype)
-        mono = time.monotonic()
-        attempt = Attempt(job_id, item.attempt, 0, result_path, mono, now)
+        layout = self.store.layout
+        log_fd = open_log(layout.log_path(job_id), body, item.attempt, self.spool.host, now)
         try:
-            if jtype.command:
-                attempt.popen = start_command(expand_argv(jtype.command, body.get("args")), env,
-                                              log_fd, body.get("args"))
-                attempt.pid = attempt.popen.pid
-            else:
-                function = self._handler(jtype)
-                attempt.pid = start_handler(function, body.get("args"), env, log_fd, result_path)
+            attempt = start_attempt(layout.root, layout.tmp, body, jtype, item.attempt, log_fd,
+                                    now, self._handler)
         except (OSError, InvalidInput) as exc:
             os.write(log_fd, f"spool: cannot start: {exc}\n".encode())
             os.close(log_fd)
-            self._settle(item, body, "failed", now, error=f"cannot start: {exc}")
+            # bad args cannot get better by retrying; a missing program or module might
+            outcome = "invalid" if isinstance(exc, InvalidInput) else "failed"
+            self._settle(item, body, outcome, now, error=f"cannot start: {exc}")
             self._release(job_id)
             return
+        mono = attempt.started
         timeout = float(body.get("timeout") or jtype.timeout)
         self.running[job_id] = Running(item, body, jtype, attempt, log_fd, mono + timeout, mono)
         log.info("claim %s (%s) attempt %d pid %d", job_id, body["job"], item.attempt,

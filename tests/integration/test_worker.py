@@ -247,3 +247,11 @@ def test_submit_wait_from_a_pipeline(spool_dir):
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_missing_argv_argument_is_invalid_not_retried(spool_dir):
+    job_id = submit(spool_dir, "echo", {"other": 1})
+    assert finish(burst(spool_dir)) == 0
+    body = read_job(spool_dir, "dead", job_id)
+    assert body["outcome"] == "invalid" and body["attempts"] == 1
+    assert "'message'" in body["error"]
