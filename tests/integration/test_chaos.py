@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def test_cluster_survives_random_kills(tmp_path):
     assert len(submitted) == JOBS and set(submitted) <= set(files["done"]), "a job was lost"
     fires = [n for n in os.listdir(spool_dir / "cron") if n.startswith("pulse@")]
     assert fires and set(fires) <= set(files["done"]), "a cron fire was lost"
-    executions = Counter(json.loads(line)["job"] for line in runs.read_text().splitlines())
+    # a task SIGKILLed while appending may leave half a line: count job ids, not parsed lines
+    executions = Counter(re.findall(r'"job": "([^"]+)"', runs.read_text()))
     reruns = 0
     for job_id in files["done"]:
         body = json.loads((spool_dir / "done" / f"{job_id}.json").read_text())
