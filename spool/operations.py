@@ -38,9 +38,12 @@ def retry(store: Store, job_id: str, now: datetime) -> None:
     fresh = {k: v for k, v in body.items()
              if k not in ("outcome", "exit_code", "result", "finished_at", "error")}
     fresh.update(attempts=0, run_at=format_time(now))
+    taken = store.markers.take_all(fresh, now, exclusive_id=False)  # its unique key again
     try:
         store.requeue(job.path, fresh, now, verb="retry")
     except OwnershipLost:
+        for marker in taken:
+            store.markers.release(marker, job_id)
         raise Conflict(f"job {job_id!r} was moved by another process meanwhile") from None
 
 

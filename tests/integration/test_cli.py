@@ -197,3 +197,23 @@ def test_validate_names_a_bad_id_in_a_job_file(cli, tmp_path):
     bad.write_text('{"job": "noop", "id": "../up"}')
     result = cli("validate", str(bad))
     assert result.exit_code == 2 and "'../up'" in last_error(result)
+
+
+def test_retry_takes_the_unique_key_again(cli, spool_dir):
+    from spool import Spool
+    from spool.operations import retry
+
+    sp = Spool(spool_dir, host="t")
+    first = sp.submit("noop", unique="k1")
+    sp.cancel(first)  # releases k1 ...
+    body = json.loads((spool_dir / "done" / f"{first}.json").read_text())
+    dead = spool_dir / "dead" / f"{first}.json"
+    (spool_dir / "done" / f"{first}.json").rename(dead)  # ... stand-in for a job that died
+    dead.write_text(json.dumps({**body, "outcome": "failed"}))
+    second = sp.submit("noop", unique="k1")
+    result = cli("retry", first)
+    assert result.exit_code == 4 and "'k1'" in last_error(result)
+    sp.cancel(second)
+    retry(sp.store, first, sp.clock())
+    held = cli("submit", "noop", "--unique", "k1")
+    assert held.exit_code == 4 and first in last_error(held)
