@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from spool import checks
 from spool.config import Config
 from spool.errors import InvalidInput, UnknownJobType
 from spool.layout import validate_id
@@ -119,12 +120,10 @@ def _int_field(raw: dict, key: str, default: int, low: int, high: int | None = N
     value = raw.get(key, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"field {key!r} must be an integer, not {value!r}")
-    if value < low or (high is not None and value > high):
-        span = f"{low}-{high}" if high is not None else f">= {low}"
-        raise InvalidInput(f"field {key!r} is {value}, out of range ({span})")
-    return value
+    try:
+        return checks.integer(low, high)(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"field {key!r}: {exc}") from None
 
 
 def _time_field(raw: dict, key: str, default: datetime) -> datetime:

@@ -6,6 +6,7 @@ import json
 import os
 from datetime import datetime
 
+from spool.config import Schedule
 from spool.files import list_names
 from spool.layout import parse_pending_name
 from spool.schedules import next_fire
@@ -41,7 +42,7 @@ def status(store: Store, now: datetime) -> dict:
     }
 
 
-def _fire(schedule, now: datetime) -> str | None:
+def _fire(schedule: Schedule, now: datetime) -> str | None:
     fire = next_fire(schedule, now)
     return format_time(fire) if fire else None
 

@@ -69,7 +69,7 @@ def test_young_unparsable_drop_is_left_alone_then_rejected(sp):
     ("[1, 2]", "not a JSON object"),
     ('{"args": {}}', "field 'job'"),
     ('{"job": "nosuch"}', "unknown job type 'nosuch'"),
-    ('{"job": "noop", "priority": 11}', "'priority' is 11"),
+    ('{"job": "noop", "priority": 11}', "'priority': 11 is out of range"),
     ('{"job": "noop", "priority": "high"}', "priority"),
     ('{"job": "noop", "id": "../etc"}', "field 'id' '../etc' is invalid"),
     ('{"job": "noop", "run_at": "tomorrow"}', "run_at"),

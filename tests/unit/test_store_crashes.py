@@ -56,7 +56,7 @@ def recover(sp: Spool, monkeypatch) -> None:
 
 def assert_once(sp: Spool, job_id: str, allowed: set[str]) -> str:
     states = state_files(sp.path)
-    where = [s for s, ids in states.items() if job_id in ids for _ in [0] for i in ids if i == job_id]
+    where = [state for state, ids in states.items() for i in ids if i == job_id]
     assert len(where) == 1, f"{job_id} found in {where}: {states}"
     assert where[0] in allowed
     for state in ("done", "dead"):
