@@ -114,6 +114,40 @@ def parse_processing_name(name: str) -> tuple[str, int] | None:
     return job_id, int(attempt)
 
 
+class TmpName(NamedTuple):
+    """The parts of a name in `tmp/`: `VERB,HOST,PID,RAND[,SUBJECT]`.
+
+    Commas appear in neither ids nor host names, so the parts split unambiguously; SUBJECT is
+    `ID.N` for files that belong to an attempt (staged outcomes, holds, results).
+    """
+
+    verb: str
+    host: str
+    pid: int
+    rand: str
+    subject: str | None
+
+
+def tmp_name(verb: str, host: str, pid: int, subject: str | None = None) -> str:
+    """A name in `tmp/` that no other process uses (host, pid and a random part)."""
+    name = f"{verb},{host},{pid},{secrets.token_hex(4)}"
+    return f"{name},{subject}" if subject is not None else name
+
+
+def parse_tmp_name(name: str) -> TmpName | None:
+    """The parts of a `tmp/` name made by `tmp_name`, or None for any other name."""
+    parts = name.split(",")
+    if len(parts) not in (4, 5) or not parts[2].isascii() or not parts[2].isdigit():
+        return None
+    return TmpName(parts[0], parts[1], int(parts[2]), parts[3],
+                   parts[4] if len(parts) == 5 else None)
+
+
+def attempt_subject(job_id: str, attempt: int) -> str:
+    """`ID.N`: the subject of tmp/ files that belong to one attempt."""
+    return f"{job_id}.{attempt}"
+
+
 def is_temporary_name(name: str) -> bool:
     """Names every scan skips: dotfiles (editors, NFS silly-renames) and non-JSON names."""
     return name.startswith(".") or not name.endswith(".json")
