@@ -18,7 +18,7 @@ from pathlib import Path
 from spool.api import Spool
 from spool.config import Schedule
 from spool.errors import Conflict, SpoolError
-from spool.files import discard, list_names, replace_file, stage
+from spool.files import discard, list_names, replace_file
 from spool.schedules import due_fires, next_fire
 from spool.timeutil import format_time, parse_time
 
@@ -61,7 +61,8 @@ class Cron:
             except (OSError, SpoolError) as exc:
                 log.error("schedule %s: %s (will retry)", name, exc)
         replace_file(self.state_path, json.dumps(self.checked).encode(),
-                     self.store.layout.tmp, self.spool.config.defaults.durable)
+                     self.store.layout.tmp, self.spool.config.defaults.durable,
+                     host=self.spool.host, mode=self.store.mode)
         return enqueued
 
     def _last(self, sched: Schedule, now: datetime) -> datetime:
@@ -97,8 +98,7 @@ class Cron:
         return True
 
     def _mark(self, marker: Path, content: dict) -> None:
-        staged = stage(self.store.layout.tmp, json.dumps(content).encode(),
-                       self.spool.config.defaults.durable, "fire")
+        staged = self.store.stage_data(json.dumps(content).encode(), "fire")
         try:
             os.link(staged, marker)
         except FileExistsError:

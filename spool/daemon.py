@@ -33,8 +33,11 @@ def loop(name: str, step: Callable[[datetime], object], next_wake: Callable[[dat
                 wait = min(60.0, 2.0 ** failures)
                 log.exception("%s step failed (retry in %gs): %s", name, wait, exc)
             notifier.send("WATCHDOG=1")
-            received = signal.sigtimedwait(watched, max(0.01, wait))
-            if received is None:
+            try:
+                received = signal.sigtimedwait(watched, max(0.01, wait))
+            except InterruptedError:  # SIGSTOP/SIGCONT or another signal: not a stop request
+                continue
+            if received is None or received.si_signo not in (signal.SIGHUP, *STOP_SIGNALS):
                 continue
             if received.si_signo == signal.SIGHUP:
                 if reload:

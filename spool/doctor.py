@@ -91,7 +91,7 @@ def nfs_advice(mount: Mount) -> list[Finding]:
 
 def _create_and_rename(sp: Spool) -> list[Finding]:
     tmp = sp.layout.tmp
-    staged = Path(stage(tmp, b"doctor", False, "doctor"))
+    staged = Path(stage(tmp, b"doctor", False, "doctor", host=sp.host))
     first, second = tmp / f"{staged.name}.a", tmp / f"{staged.name}.b"
     try:
         os.link(staged, first)

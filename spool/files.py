@@ -1,29 +1,48 @@
-"""Small file primitives: staging in `tmp/`, fsync of directories, bounded reads, and the
-write-then-rename replacement of non-job state files (host ledgers, reaper and cron state).
+"""Small file primitives: private staging in `tmp/`, fsync of directories, bounded reads that
+never follow a link nor block on a FIFO, and the write-then-rename replacement of non-job state
+files (host ledgers, reaper and cron state).
 
-Job files are moved only by `spool.store`.
+Every create refuses symbolic links (O_NOFOLLOW with O_EXCL), so nothing a group member plants
+inside the spool can make a daemon write outside it. Job files are moved only by `spool.store`.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import secrets
+import stat
 from pathlib import Path
 
+from spool.layout import tmp_name
+
 TRANSIENT_ERRNOS = {errno.ENOENT, errno.ESTALE}
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def stage(tmp_dir: Path | str, data: bytes, durable: bool, tag: str = "stage") -> str:
-    """Write `data` to a fresh file in `tmp_dir` (fsynced when `durable`) and return its path."""
-    path = f"{tmp_dir}/{tag}.{os.getpid()}.{secrets.token_hex(4)}"
+def file_mode(root: Path | str) -> int:
+    """The mode of files spool creates: group-writable in a spool made with `init --group`
+    (its root is setgid), applied with fchmod so the caller's umask cannot narrow it."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        shared = os.stat(root).st_mode & stat.S_ISGID
+    except OSError:
+        shared = 0
+    return 0o664 if shared else 0o644
+
+
+def create_private(path: str | Path, data: bytes, durable: bool, mode: int = 0o644) -> None:
+    """Write `data` to a new file at `path`, which must not exist (a link there is refused);
+    the file is complete (and fsynced when `durable`) before this returns, else removed."""
+    try:
+        fd = os.open(path, _CREATE, mode)
+    except FileExistsError:
+        raise
     except OSError:
         discard(path)  # some filesystems leave the entry of a create that failed (ENOSPC)
         raise
     try:
         try:
+            os.fchmod(fd, mode)
             _write_all(fd, data)
             if durable:
                 os.fsync(fd)
@@ -32,18 +51,15 @@ def stage(tmp_dir: Path | str, data: bytes, durable: bool, tag: str = "stage") -
     except BaseException:
         discard(path)
         raise
+
+
+def stage(tmp_dir: Path | str, data: bytes, durable: bool, tag: str = "stage", *,
+          host: str, subject: str | None = None, mode: int = 0o644) -> str:
+    """Write `data` to a fresh private file in `tmp_dir` and return its path (DESIGN §3 rule 6:
+    the name carries host, pid and a random part; nobody acts on it before it is complete)."""
+    path = f"{tmp_dir}/{tmp_name(tag, host, os.getpid(), subject)}"
+    create_private(path, data, durable, mode)
     return path
-
-
-def stage_as(path: Path, data: bytes, durable: bool) -> None:
-    """Write `data` to exactly `path` (a deterministic staging name), replacing any old copy."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        _write_all(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -52,7 +68,39 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def fsync_dir(path: Path) -> None:
+def open_append(path: Path | str, mode: int = 0o644) -> int:
+    """An O_APPEND descriptor of a regular file (created when missing); a link is refused."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC, mode)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size == 0:
+            os.fchmod(fd, mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def touch_marker(path: Path | str, mode: int = 0o644) -> None:
+    """Create an empty marker file if missing; a link or special file there is refused."""
+    try:
+        fd = os.open(path, _CREATE, mode)
+    except FileExistsError:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EEXIST, "exists and is not a regular file", str(path)) from None
+        return
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path | str) -> None:
     """Make a directory's entries durable (rename and link are directory writes)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -70,9 +118,10 @@ def discard(path: Path | str) -> bool:
         return False
 
 
-def replace_file(path: Path, data: bytes, tmp_dir: Path, durable: bool) -> None:
+def replace_file(path: Path, data: bytes, tmp_dir: Path, durable: bool, *, host: str,
+                 mode: int = 0o644) -> None:
     """Write-then-rename for a state file that only this host writes (ledger, observations)."""
-    staged = stage(tmp_dir, data, durable, tag=f"state.{path.name}")
+    staged = stage(tmp_dir, data, durable, "state", host=host, subject=path.name, mode=mode)
     try:
         os.replace(staged, path)
     except BaseException:
@@ -82,10 +131,17 @@ def replace_file(path: Path, data: bytes, tmp_dir: Path, durable: bool) -> None:
         fsync_dir(path.parent)
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
-    """The file's bytes, never following a symlink; OSError(EFBIG) past `limit` bytes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def read_bounded(path: Path | str, limit: int) -> bytes:
+    """The bytes of the regular file at `path`, never through a symlink and never blocking on
+    a FIFO or device (those are OSError naming the path); OSError(EFBIG) past `limit` bytes."""
+    fd = os.open(path, _READ)
     try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        os.set_blocking(fd, True)
         data = os.read(fd, limit + 1)
         while len(data) <= limit:
             chunk = os.read(fd, limit + 1 - len(data))
@@ -99,7 +155,7 @@ def read_bounded(path: Path, limit: int) -> bytes:
     return data
 
 
-def list_names(directory: Path) -> list[str]:
+def list_names(directory: Path | str) -> list[str]:
     """Entry names of `directory` (empty when it is missing); a listing is only a hint."""
     try:
         return os.listdir(directory)

@@ -1,17 +1,23 @@
 """The events journal: `events/<host>/<YYYY-MM-DD>.jsonl`, one JSON line per state change.
 
 Each host appends only to its own directory (O_APPEND is safe within one host, never across
-hosts on NFS). A journal failure is reported by the caller's logs but never blocks a transition.
+hosts on NFS). A journal failure is logged with the path but never blocks a transition; a link
+planted where the directory or the day's file belongs is refused, never followed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 
+from spool.files import open_append
 from spool.timeutil import format_time
+
+log = logging.getLogger("spool.journal")
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
@@ -19,13 +25,14 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 class Journal:
     """Appends event lines for one host, keeping the day's file open."""
 
-    def __init__(self, events_dir: Path, host: str) -> None:
+    def __init__(self, events_dir: Path, host: str, mode: int = 0o644) -> None:
         self.directory = events_dir / host
+        self.mode = mode
         self._day = ""
         self._fd: int | None = None
 
     def record(self, now: datetime, event: str, job_id: str, **fields: object) -> None:
-        """Append one event line; filesystem errors are swallowed (the journal is advisory)."""
+        """Append one event line; a filesystem error is logged, never raised."""
         self.record_many(now, event, [job_id], **fields)
 
     def record_many(self, now: datetime, event: str, job_ids: list[str],
@@ -35,17 +42,22 @@ class Journal:
         head = f'{{"time":"{format_time(now)}","event":"{event}","id":"'
         tail = "".join(f',"{key}":{_ENCODER.encode(value)}' for key, value in fields.items())
         data = "".join(f'{head}{job_id}"{tail}}}\n' for job_id in job_ids).encode()
+        day = f"{now.year:04d}-{now.month:02d}-{now.day:02d}"
         try:
-            os.write(self._file(f"{now.year:04d}-{now.month:02d}-{now.day:02d}"), data)
-        except OSError:
+            os.write(self._file(day), data)
+        except OSError as exc:
+            log.warning("journal write to %s/%s.jsonl failed: %s", self.directory, day, exc)
             self.close()
 
     def _file(self, day: str) -> int:
         if self._fd is None or day != self._day:
             self.close()
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.directory / f"{day}.jsonl",
-                               os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                os.mkdir(self.directory, 0o775 if self.mode & 0o020 else 0o755)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(self.directory).st_mode):
+                    raise OSError(f"{self.directory} is not a directory (a link?)") from None
+            self._fd = open_append(self.directory / f"{day}.jsonl", self.mode)
             self._day = day
         return self._fd
 

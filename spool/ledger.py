@@ -109,7 +109,7 @@ class HostLedger:
             after = ledger.to_dict()
             if after != before or not self.path.exists():
                 replace_file(self.path, json.dumps(after, separators=(",", ":")).encode(),
-                             self.layout.tmp, self.durable)
+                             self.layout.tmp, self.durable, host=self.host)
 
     def touch(self) -> None:
         """Refresh the ledger's mtime: the host heartbeat that `status` shows."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool.errors import Conflict
-from spool.files import discard, stage
+from spool.files import discard, read_bounded
 
 if TYPE_CHECKING:
     from spool.store import Store
@@ -35,11 +35,16 @@ class Markers:
         return self.catalog.layout.unique / digest
 
     def take_all(self, body: dict, now: datetime, exclusive_id: bool,
-                      token: str | None = None) -> list[Path]:
+                 token: str | None = None, pending_ids: set[str] | None = None) -> list[Path]:
+        """The id marker (a caller-chosen id) and the unique-key marker of `body`; Conflict
+        when either is held, or when a job with that id already stands in any state (a
+        generated id has no marker, so the states themselves are looked at)."""
         taken: list[Path] = []
         try:
             if exclusive_id:
                 taken.append(self.take("id", body["id"], body["id"], now, token))
+                if self.catalog.find_copy(body["id"], pending_ids=pending_ids) is not None:
+                    raise Conflict(f"job id {body['id']!r} already exists")
             if body.get("unique"):
                 taken.append(self.take("key", body["unique"], body["id"], now, token))
         except BaseException:
@@ -57,7 +62,7 @@ class Markers:
         """
         path = self.marker_path(kind, value)
         data = json.dumps({"id": job_id, kind: value, "token": token}).encode()
-        staged = stage(self.catalog.layout.tmp, data, self.catalog.durable, "marker")
+        staged = self.catalog.stage_data(data, "marker")
         try:
             for _ in range(3):
                 try:
@@ -89,7 +94,7 @@ class Markers:
     @staticmethod
     def _marker_field(path: Path, key: str) -> str | None:
         try:
-            return json.loads(path.read_bytes()).get(key)
+            return json.loads(read_bounded(path, 65536)).get(key)
         except (OSError, ValueError, AttributeError):
             return None
 
@@ -106,7 +111,7 @@ class Markers:
     def release(self, path: Path, job_id: str | None) -> None:
         """Remove the marker if it still names `job_id`: move it aside first, so that a
         marker re-created by someone else meanwhile is put back, not deleted."""
-        aside = self.catalog.layout.tmp / f"marker-release.{os.getpid()}.{path.name}"
+        aside = self.catalog.scratch_path("marker-release", path.name)
         try:
             os.rename(path, aside)
         except FileNotFoundError:

@@ -1,12 +1,17 @@
 """`spool reap`: return jobs whose worker died, finish half-done moves, clear stale markers,
 apply retention.
 
-Staleness never compares one host's clock with a time another host wrote: a processing file is
-stale when its mtime has not changed for `lease` seconds as measured by this reaper's own clock
-between its own observations, kept in `hosts/<host>.reaper.json` so that `reap --once` from a
-timer works too. On first sight, a file whose mtime is older than the file server's own clock
-(the mtime of a probe the reaper just wrote) by more than two leases is stale at once.
+Staleness never compares one host's clock with a time another host wrote, and never trusts a
+wall clock that may jump: a processing file is stale when its mtime has not changed for `lease`
+seconds as measured by this reaper on CLOCK_BOOTTIME between its own observations (kept in
+`hosts/<host>.reaper.json`, tagged with the boot id, so that `reap --once` from a timer works
+too; observations of another boot are discarded). On first sight, a file whose mtime is older
+than the file server's own clock (the mtime of a probe the reaper just wrote) by more than two
+leases is stale at once; claimers make a processing file's mtime fresh at the claim (§3 rule 8).
 This host's own processing files are judged by their flock instead.
+
+A pass costs what changed: markers and retention, which read every finished job, run on a
+slower cadence (`SLOW_EVERY`), not on every pass.
 """
 
 from __future__ import annotations
@@ -14,87 +19,140 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from datetime import datetime
+from pathlib import Path
 
 from spool.api import Spool
 from spool.claim import try_lock_orphan
 from spool.errors import SpoolError
-from spool.files import discard, list_names, replace_file
+from spool.files import create_private, discard, list_names, read_bounded, replace_file
+from spool.layout import parse_processing_name
+from spool.ledger import boot_id
 from spool.recovery import recover_holds, recover_orphan
 
 log = logging.getLogger("spool.reaper")
+SLOW_EVERY = 300.0  # seconds between passes over markers and retention
+
+
+def boot_clock() -> float:
+    """Seconds since boot, counting suspend, never jumping with the wall clock."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class Reaper:
     """The reaper's observations and one `step(now)`."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, clock=boot_clock) -> None:
         self.spool = spool
         self.store = spool.store
         self.obs_path = self.store.layout.hosts / f"{spool.host}.reaper.json"
+        self.boot = boot_id()
+        self.clock = clock
 
-    def _load(self) -> dict[str, list[float]]:
+    def _load(self) -> dict:
         try:
-            return json.loads(self.obs_path.read_bytes())
-        except (OSError, ValueError):
+            state = json.loads(read_bounded(self.obs_path, 64 << 20))
+        except (OSError, ValueError, RecursionError):
             return {}
+        if not isinstance(state, dict) or state.get("boot") != self.boot:
+            return {}  # another boot's clock readings mean nothing now
+        return state
 
     def step(self, now: datetime) -> list[str]:
-        """One pass; returns the ids it reaped."""
-        reaped = self.reap_stale(now)
-        for task in (recover_holds, self.clear_markers, self.apply_retention):
+        """One pass; returns the names of the processing files it reaped."""
+        state = self._load()
+        reaped = self.reap_stale(now, state)
+        tasks = [("recover", lambda: recover_holds(self.store, now))]
+        slow_at = state.get("slow_at")
+        if not isinstance(slow_at, (int, float)) or self.clock() - slow_at >= SLOW_EVERY:
+            tasks += [("markers", lambda: self.clear_markers(now)),
+                      ("retention", lambda: self.apply_retention(now))]
+            state["slow_at"] = self.clock()
+        for name, task in tasks:
             try:
-                task(self.store, now) if task is recover_holds else task(now)
+                task()
             except (OSError, SpoolError) as exc:
-                log.error("reaper %s: %s", getattr(task, "__name__", task), exc)
+                log.error("reaper %s: %s", name, exc)
+        self._save(state)
         return reaped
 
-    def reap_stale(self, now: datetime) -> list[str]:
+    def _save(self, state: dict) -> None:
+        state["boot"] = self.boot
+        replace_file(self.obs_path, json.dumps(state).encode(), self.store.layout.tmp,
+                     self.spool.config.defaults.durable, host=self.spool.host,
+                     mode=self.store.mode)
+
+    def reap_stale(self, now: datetime, state: dict) -> list[str]:
+        """Reap processing files whose heartbeat stopped; updates `state["files"]`."""
         lease = self.spool.config.defaults.lease
-        seen = self._load()
+        seen = state.get("files") if isinstance(state.get("files"), dict) else {}
         current: dict[str, list[float]] = {}
-        probe_time = self._probe()
+        probe_time: float | None = None
         reaped = []
         for path in list(self.store.processing_paths()):
             host = path.parent.name
             if host == self.spool.host:
-                fd = try_lock_orphan(path)
-                if fd is not None:
-                    try:
-                        if recover_orphan(self.store, path, now, inode=os.fstat(fd).st_ino):
-                            reaped.append(path.name)
-                    finally:
-                        os.close(fd)
+                if self._recover_own(path, now):
+                    reaped.append(path.name)
                 continue
             try:
-                info = os.stat(path)
+                info = os.lstat(path)
             except OSError:
                 continue
-            key = str(path.relative_to(self.store.layout.processing))
-            mtime, first = seen.get(key, [None, None])
+            key = f"{host}/{path.name}"
+            mtime, first = (seen.get(key) or [None, None])[:2]
             if mtime != info.st_mtime_ns:
-                current[key] = [info.st_mtime_ns, now.timestamp()]
-                stale = mtime is None and probe_time is not None and \
-                    probe_time - info.st_mtime > 2 * lease
+                current[key] = [info.st_mtime_ns, self.clock()]
+                if mtime is not None:
+                    continue
+                if probe_time is None:
+                    probe_time = self._probe()
+                stale = probe_time is not None and probe_time - info.st_mtime > 2 * lease
             else:
                 current[key] = [mtime, first]
-                stale = now.timestamp() - first >= lease
+                stale = self.clock() - first >= lease
             if stale:
                 log.warning("reap %s: heartbeat unchanged for the lease (%gs)", key, lease)
-                if recover_orphan(self.store, path, now, inode=info.st_ino):
+                if recover_orphan(self.store, path, now, inode=info.st_ino,
+                                  started_at=self._started_hint(path)):
                     reaped.append(path.name)
                 current.pop(key, None)
-        replace_file(self.obs_path, json.dumps(current).encode(), self.store.layout.tmp,
-                     self.spool.config.defaults.durable)
+        state["files"] = current
         return reaped
+
+    def _recover_own(self, path: Path, now: datetime) -> bool:
+        fd = try_lock_orphan(path)
+        if fd is None:
+            return False
+        try:
+            return recover_orphan(self.store, path, now, inode=os.fstat(fd).st_ino,
+                                  started_at=self._started_hint(path)) is not None
+        finally:
+            os.close(fd)
+
+    def _started_hint(self, path: Path) -> str | None:
+        """When the lost attempt started, as its host's ledger says (a hint, for history)."""
+        parsed = parse_processing_name(path.name)
+        try:
+            ledger = json.loads(read_bounded(self.store.layout.hosts /
+                                             f"{path.parent.name}.json", 16 << 20))
+            entry = ledger["running"][parsed[0]] if parsed else None
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return None
+        if isinstance(entry, dict) and parsed and entry.get("attempt") == parsed[1]:
+            started = entry.get("started_at")
+            return started if isinstance(started, str) else None
+        return None
 
     def _probe(self) -> float | None:
         """The file server's clock: mtime of a file written just now."""
-        probe = self.store.layout.tmp / f"probe.{self.spool.host}.{os.getpid()}"
+        probe = self.store.scratch_path("probe")
         try:
-            probe.write_bytes(b"")
-            return probe.stat().st_mtime
-        except OSError:
+            create_private(probe, b"", False, self.store.mode)
+            return os.lstat(probe).st_mtime
+        except OSError as exc:
+            log.warning("cannot write the clock probe %s: %s", probe, exc)
             return None
         finally:
             discard(probe)
@@ -108,10 +166,11 @@ class Reaper:
         for name in list_names(self.store.layout.unique):
             path = self.store.layout.unique / name
             try:
-                marker = json.loads(path.read_bytes())
-            except (OSError, ValueError):
+                marker = json.loads(read_bounded(path, 65536))
+            except (OSError, ValueError, RecursionError):
                 continue
-            if "key" in marker and self.store.markers.is_stale("key", path, marker.get("id"), now):
+            if isinstance(marker, dict) and "key" in marker and \
+                    self.store.markers.is_stale("key", path, marker.get("id"), now):
                 self.store.markers.release(path, marker.get("id"))
 
     def apply_retention(self, now: datetime) -> None:
@@ -123,11 +182,15 @@ class Reaper:
             for name in self.store.terminal_names(state):
                 path = directory / name
                 try:
-                    age = now.timestamp() - path.stat().st_mtime
+                    age = now.timestamp() - os.lstat(path).st_mtime
                     if age < shortest:
                         continue
                     jtype = config.job_type(self.store.read(path).get("job") or "")
-                except (OSError, SpoolError):
-                    continue
+                except (OSError, SpoolError, AttributeError):
+                    jtype = None  # an unreadable record still ages out with the defaults
+                    try:
+                        age = now.timestamp() - os.lstat(path).st_mtime
+                    except OSError:
+                        continue
                 if age >= (jtype.retention if jtype else config.defaults.retention):
                     self.store.purge(path, now)

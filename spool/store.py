@@ -1,29 +1,36 @@
 """The store: the only module that renames, links or unlinks job files.
 
-Protocol (DESIGN §3): new content is staged in `tmp/` and renamed into place. Terminal moves
-are *move, then fill*: the outcome is staged as `tmp/ID.N.finish-STATE`, the processing (or
-pending) file is renamed to `STATE/ID.json` — the commit — and the staged body is renamed over
-it. Requeues are *stage, then move*, preceded by a rename of the source into a hold
-`tmp/ID.N.requeue.HOST.PID` so that of several racing movers exactly one proceeds. Every
-rename that fails with ENOENT is checked against its destination (NFS may report ENOENT for a
-retransmitted rename that succeeded). `spool.recovery` completes or rolls back whatever a
-crash leaves half done, from these names alone.
+Protocol (DESIGN §3): new content is written to a private file in `tmp/` (its name carries
+host, pid and a random part, see `layout.tmp_name`) and renamed into place only once complete.
+Terminal moves are *move, then fill*: the outcome is staged as `tmp/finish-STATE,HOST,PID,RAND,
+ID.N`, the processing (or pending) file is renamed to `STATE/ID.json` — the commit — and the
+staged body is renamed over it. Requeues are *stage, then move*, preceded by a rename of the
+source into a hold `tmp/VERB,HOST,PID,RAND,ID.N` so that of several racing movers exactly one
+proceeds. The worker's flock descriptor is closed after the commit rename and before any rename
+replaces or unlinks the file it holds (on NFS that would silly-rename it). Every rename that fails
+with ENOENT is checked against its destination (NFS may report ENOENT for a retransmitted
+rename that succeeded). `spool.recovery` completes or rolls back whatever a crash leaves half
+done, from these names alone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 from pathlib import Path
 
-from spool.catalog import Catalog
+from spool.catalog import Catalog, Located
 from spool.config import Config
-from spool.files import discard, fsync_dir, stage, stage_as
+from spool.files import discard, file_mode, fsync_dir, list_names, stage, touch_marker
 from spool.job import encode
 from spool.journal import Journal
-from spool.layout import pending_name, processing_name
+from spool.layout import (attempt_subject, parse_pending_name, parse_processing_name,
+                          pending_name, processing_name, tmp_name)
 from spool.markers import Markers
 from spool.timeutil import parse_time
+
+log = logging.getLogger("spool.store")
 
 # verb -> (from state, to state): every legal move of a job file. The CLI's verbs map onto it.
 MOVES: dict[str, tuple[str, str | None]] = {
@@ -49,8 +56,9 @@ class Store(Catalog):
 
     def __init__(self, root: Path, config: Config, host: str) -> None:
         super().__init__(root, config, host)
+        self.mode = file_mode(self.layout.root)
         self.markers = Markers(self)
-        self.journal = Journal(self.layout.events, host)
+        self.journal = Journal(self.layout.events, host, self.mode)
         self._pending_dir = str(self.layout.pending)  # hot path: plain strings, no pathlib
         self._tmp_dir = str(self.layout.tmp)
 
@@ -58,12 +66,22 @@ class Store(Catalog):
     def durable(self) -> bool:
         return self.config.defaults.durable
 
-    def _sync(self, directory: Path) -> None:
+    def _sync(self, directory: Path | str) -> None:
         if self.durable:
             fsync_dir(directory)
 
-    def _stage(self, body: dict, tag: str = "stage") -> str:
-        return stage(self._tmp_dir, encode(body), self.durable, tag)
+    def _stage(self, body: dict, tag: str = "stage", subject: str | None = None) -> str:
+        return stage(self._tmp_dir, encode(body), self.durable, tag, host=self.host,
+                     subject=subject, mode=self.mode)
+
+    def stage_data(self, data: bytes, tag: str, subject: str | None = None) -> str:
+        """A private staged file of this host (markers, cron fires) for a link or rename."""
+        return stage(self._tmp_dir, data, self.durable, tag, host=self.host, subject=subject,
+                     mode=self.mode)
+
+    def scratch_path(self, tag: str, subject: str | None = None) -> Path:
+        """A fresh private name in tmp/ (results, probes)."""
+        return self.layout.tmp / tmp_name(tag, self.host, os.getpid(), subject)
 
     # -- submit --------------------------------------------------------------------------
 
@@ -77,16 +95,19 @@ class Store(Catalog):
         done: list[str] = []
         for body in bodies:
             markers = self.markers.take_all(body, now, exclusive_id)
-            staged = self._stage(body)
             try:
-                os.rename(staged, f"{self._pending_dir}/{self._pending_name(body)}")
+                staged = self._stage(body)
+                try:
+                    os.rename(staged, f"{self._pending_dir}/{self._pending_name(body)}")
+                except BaseException:
+                    discard(staged)
+                    raise
             except BaseException:
-                discard(staged)
                 for marker in markers:
                     self.markers.release(marker, body["id"])
                 raise
             done.append(body["id"])
-        self._sync(self.layout.pending)
+        self._sync(self._pending_dir)
         self.journal.record_many(now, "submit", done, host=self.host)
         return done
 
@@ -94,37 +115,89 @@ class Store(Catalog):
     def _pending_name(body: dict) -> str:
         return pending_name(body["priority"], parse_time(body["run_at"]), body["id"])
 
+    def find_copy(self, job_id: str, exclude: Path | None = None,
+                  pending_ids: set[str] | None = None) -> Located | None:
+        """A copy of the job other than `exclude`, in any state directory (DESIGN §3 rule 5,
+        §7: ids are unique across every state). `pending_ids`, when given, stands in for a
+        listing of pending/ (a pass over many drops lists it once)."""
+        for state in ("done", "dead"):
+            other = self.layout.state_dir(state) / f"{job_id}.json"
+            if os.path.lexists(other):
+                return Located(state, other)
+        for other in self.processing_paths():
+            parsed = parse_processing_name(other.name)
+            if parsed and parsed[0] == job_id and other != exclude:
+                return Located("processing", other)
+        if pending_ids is not None:
+            found = job_id in pending_ids
+            return Located("pending", self.layout.pending) if found else None
+        suffix = f"-{job_id}.json"
+        for name in list_names(self._pending_dir):
+            if name.endswith(suffix) and (parsed_p := parse_pending_name(name)) is not None \
+                    and parsed_p.id == job_id:
+                return Located("pending", self.layout.pending / name)
+        return None
+
+    def processing_paths_of(self, job_id: str, attempt: int) -> list[Path]:
+        """`processing/*/ID.N.json` files of one attempt (normally none or one)."""
+        name = processing_name(job_id, attempt)
+        return [self.layout.host_processing(host) / name
+                for host in list_names(self.layout.processing)
+                if os.path.lexists(self.layout.host_processing(host) / name)]
+
     # -- claiming, finishing, requeueing -------------------------------------------------
 
     def claim(self, name: str, job_id: str, attempt: int, host_dir: Path,
               now: datetime) -> Path | None:
-        """Rename a pending file into `host_dir` as `ID.N.json`; None when another won."""
+        """Rename a pending file into `host_dir` as `ID.N.json` and make its mtime fresh
+        (DESIGN §3 rule 8); None when another claimer won. The caller, under the host lock,
+        has made sure no other worker of this host holds the job, so after an ENOENT an
+        existing destination is this claim that NFS misreported (rule 4)."""
         dest = host_dir / processing_name(job_id, attempt)
         try:
             os.rename(f"{self._pending_dir}/{name}", dest)
         except FileNotFoundError:
-            if not os.path.exists(dest):  # NFS: ENOENT for a rename that did happen
+            if not os.path.lexists(dest):
                 return None
+        try:
+            os.utime(dest, follow_symlinks=False)
+        except FileNotFoundError:
+            return None  # reaped within microseconds: not ours any more
         self.journal.record(now, "claim", job_id, host=self.host, attempt=attempt)
         return dest
 
     def finish(self, source: Path, body: dict, state: str, now: datetime,
-               inode: int | None = None) -> Path:
+               inode: int | None = None, lock_fd: int | None = None) -> Path:
         """Move then fill: `source` (processing or pending) becomes `STATE/ID.json` with `body`.
 
-        OwnershipLost when another mover took `source` first.
+        `lock_fd` (the worker's flock on `source`) is closed in every case, after the commit
+        and before the fill. OwnershipLost when another mover took `source` first.
         """
         job_id = body["id"]
-        staged = self.layout.tmp / f"{job_id}.{body['attempts']}.finish-{state}"
-        stage_as(staged, encode(body), self.durable)
         dest = self.layout.state_dir(state) / f"{job_id}.json"
         try:
-            os.rename(source, dest)
+            staged = self._stage(body, f"finish-{state}",
+                                 attempt_subject(job_id, body.get("attempts", 0)))
+        except BaseException:
+            _close(lock_fd)
+            raise
+        try:
+            if os.path.lexists(dest):  # a stale copy of a finished job: never overwrite it
+                raise OwnershipLost(f"{dest} already exists; {source} is a stale copy")
+            try:
+                os.rename(source, dest)
+            except FileNotFoundError:
+                if inode is None or _inode(dest) != inode:
+                    raise OwnershipLost(f"{source} was taken by another process") from None
+        except OwnershipLost:
+            discard(staged)
+            raise
+        finally:
+            _close(lock_fd)
+        try:
+            os.rename(staged, dest)
         except FileNotFoundError:
-            if inode is None or _inode(dest) != inode:
-                discard(staged)
-                raise OwnershipLost(f"{source} was taken by another process") from None
-        os.rename(staged, dest)
+            pass  # this host's recovery completed the fill from our staged outcome
         self._sync(dest.parent)
         self.markers.release_unique(body)
         verb = "finish" if state == "done" else "bury"
@@ -134,6 +207,8 @@ class Store(Catalog):
     def complete_finish(self, source: Path, staged: Path, state: str, job_id: str) -> bool:
         """Recovery: an orphan whose outcome was staged moves, then is filled; False if taken."""
         dest = self.layout.state_dir(state) / f"{job_id}.json"
+        if os.path.lexists(dest):
+            return False
         try:
             os.rename(source, dest)
         except FileNotFoundError:
@@ -156,7 +231,8 @@ class Store(Catalog):
     def hold(self, source: Path, tag: str, job_id: str, attempt: int,
              inode: int | None = None) -> Path:
         """Take `source` out of its state directory into a hold in tmp/ (the arbiter)."""
-        hold = self.layout.tmp / f"{job_id}.{attempt}.{tag}.{self.host}.{os.getpid()}"
+        hold = self.layout.tmp / tmp_name(tag, self.host, os.getpid(),
+                                          attempt_subject(job_id, attempt))
         try:
             os.rename(source, hold)
         except FileNotFoundError:
@@ -165,21 +241,44 @@ class Store(Catalog):
         return hold
 
     def requeue(self, source: Path, body: dict, now: datetime, verb: str = "requeue",
-                inode: int | None = None) -> Path:
-        """Stage then move: `source` (a processing or dead file) returns to pending/ as `body`."""
-        hold = self.hold(source, verb, body["id"], body.get("attempts", 0), inode)
+                inode: int | None = None, lock_fd: int | None = None,
+                attempt: int | None = None) -> Path:
+        """Stage then move: `source` (a processing or dead file) returns to pending/ as `body`.
+        `lock_fd` is closed once the file is held, before the hold is unlinked."""
+        try:
+            hold = self.hold(source, verb, body["id"],
+                             attempt if attempt is not None else body.get("attempts", 0), inode)
+        finally:
+            _close(lock_fd)
         return self.requeue_hold(hold, body, now, verb)
 
     def requeue_hold(self, hold: Path, body: dict, now: datetime, verb: str) -> Path:
         """Second half of a requeue: the new body into pending/, then drop the hold."""
         staged = self._stage(body)
         dest = self.layout.pending / self._pending_name(body)
-        os.rename(staged, dest)
+        try:
+            os.rename(staged, dest)
+        except BaseException:
+            discard(staged)
+            raise
         self._sync(dest.parent)
         discard(hold)
         self.journal.record(now, verb, body["id"], host=self.host, due=body["run_at"],
                             outcome=(body.get("history") or [{}])[-1].get("outcome"))
         return dest
+
+    def set_aside(self, path: Path, reason: str, now: datetime) -> Path | None:
+        """Take a redundant copy of a job out of its state directory without deleting it
+        (DESIGN §3 rule 5): `tmp/aside,HOST,PID,RAND,NAME`, kept until `fsck` or an operator
+        deals with it. None when the file was gone already."""
+        aside = self.layout.tmp / tmp_name("aside", self.host, os.getpid(), path.name)
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return None
+        log.warning("set aside %s as %s: %s", path, aside.name, reason)
+        self.journal.record(now, "aside", path.name, host=self.host, error=reason)
+        return aside
 
     # -- operator verbs ------------------------------------------------------------------
 
@@ -192,9 +291,8 @@ class Store(Catalog):
         return True
 
     def request_cancel(self, job_id: str) -> None:
-        """Leave `cancel/ID` for the worker running the job."""
-        fd = os.open(self.layout.cancel_path(job_id), os.O_WRONLY | os.O_CREAT, 0o644)
-        os.close(fd)
+        """Leave `cancel/ID` for the worker running the job (a planted link is refused)."""
+        touch_marker(self.layout.cancel_path(job_id), self.mode)
 
     def clear_cancel(self, job_id: str) -> None:
         discard(self.layout.cancel_path(job_id))
@@ -233,9 +331,9 @@ class Store(Catalog):
             return None
 
     def adopt(self, hold: Path, body: dict, now: datetime, exclusive_id: bool,
-              token: str) -> str:
+              token: str, pending_ids: set[str] | None = None) -> str:
         """A held drop, validated, enters pending/ under its canonical name."""
-        self.markers.take_all(body, now, exclusive_id, token)
+        self.markers.take_all(body, now, exclusive_id, token, pending_ids)
         self.requeue_hold(hold, body, now, "adopt")
         return body["id"]
 
@@ -243,8 +341,12 @@ class Store(Catalog):
         """Move then fill: the original becomes `dead/ID.orig`, then `dead/ID.json` explains."""
         job_id = record["id"]
         original = self.layout.dead / f"{job_id}.orig"
-        os.rename(hold, original)
-        staged = self._stage(record)
+        staged = self._stage(record, "reject", attempt_subject(job_id, 0))
+        try:
+            os.rename(hold, original)
+        except BaseException:
+            discard(staged)
+            raise
         dest = self.layout.dead / f"{job_id}.json"
         os.rename(staged, dest)
         self._sync(self.layout.dead)
@@ -252,10 +354,16 @@ class Store(Catalog):
         return dest
 
 
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _inode(path: Path) -> int | None:
     try:
-        return os.stat(path).st_ino
+        return os.lstat(path).st_ino
     except OSError:
         return None
-
-
