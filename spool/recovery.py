@@ -173,12 +173,18 @@ def _resolve_hold(store: Store, hold: Path, parts: TmpName, now: datetime) -> No
     except InvalidInput as exc:
         store.reject(hold, invalid_record(job_id, f"held file is unreadable: {exc}", now), now)
         return
+    attempt = (parts.subject or "").rpartition(".")[2]
+    if parts.verb == "requeue" and attempt.isdigit() and int(attempt) > 0:
+        # a processing file whose requeue was cut short: its attempt counted at the claim
+        entry = {"attempt": int(attempt), "host": parts.host, "ended_at": format_time(now)}
+        settle(store, hold, body, int(attempt), "lost", now, entry=entry, error=(
+            f"attempt {attempt} on {parts.host} was interrupted while being requeued"))
+        return
     if parts.verb == "retry":
-        body.update(attempts=0, run_at=format_time(now))
+        body.update(attempts=0)
         for key in ("outcome", "exit_code", "result", "finished_at", "error"):
             body.pop(key, None)
-    else:
-        body["run_at"] = format_time(now)
+    body["run_at"] = format_time(now)
     store.requeue_hold(hold, body, now, "recover")
 
 
