@@ -16,6 +16,7 @@ set-aside copies are job bodies and are never deleted as scratch.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from datetime import datetime
 from pathlib import Path
@@ -141,6 +142,8 @@ def recover_holds(store: Store, now: datetime) -> int:
                     resolved += 1
             elif parts.verb.startswith("finish-") and parts.subject:
                 _resolve_staged_outcome(store, path, parts, now)
+            elif parts.verb == "reject" and parts.subject:
+                _resolve_staged_rejection(store, path, parts, now)
             elif parts.verb not in KEPT_VERBS and _owner_gone(store, parts, path, now):
                 _discard_if_old(path, now, 60.0 if parts.host == store.host else STALE_TMP_AGE)
         except OSError as exc:
@@ -203,6 +206,19 @@ def _resolve_staged_outcome(store: Store, path: Path, parts: TmpName, now: datet
         store.complete_fill(path, dest)
         log.info("recovered %s: filled %s/%s.json from its staged outcome", job_id, state, job_id)
     elif writer_gone:
+        _discard_if_old(path, now, 60.0)
+
+
+def _resolve_staged_rejection(store: Store, path: Path, parts: TmpName, now: datetime) -> None:
+    """A rejection cut short after the original reached dead/: its record follows it."""
+    job_id = (parts.subject or "").rpartition(".")[0]
+    dead = store.layout.dead
+    if not _owner_gone(store, parts, path, now):
+        return
+    if os.path.lexists(dead / f"{job_id}.orig") and not os.path.lexists(dead / f"{job_id}.json") \
+            and _is_body_of(store, path, job_id):
+        store.complete_fill(path, dead / f"{job_id}.json")
+    else:
         _discard_if_old(path, now, 60.0)
 
 
