@@ -1,6 +1,9 @@
 """The `spool` command: one group that builds a `Spool` for its subcommands.
 
-Errors: a SpoolError becomes one `Error: ...` line and the exit code of DESIGN §8.
+Errors: a SpoolError becomes one `Error: ...` line and the exit code of DESIGN §8; a
+filesystem fault (OSError: a full disk, EACCES, EROFS, EIO...) one `Error: PATH: problem` line
+and exit 1 (the thing asked for failed, not the input); any other exception is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -10,25 +13,37 @@ import sys
 import click
 
 from spool.api import Spool
+from spool.cli.common import describe_fault, is_fault
 from spool.errors import SpoolError
+
+FAULT_EXIT = 1  # a filesystem fault: the thing asked for failed (DESIGN §8)
 
 
 class SpoolFailure(click.ClickException):
-    """A SpoolError shown as `Error: ...` with its own exit code."""
+    """A SpoolError or a filesystem fault shown as `Error: ...` with its exit code."""
 
-    def __init__(self, error: SpoolError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @classmethod
+    def of(cls, error: SpoolError) -> SpoolFailure:
+        return cls(str(error), error.exit_code)
 
 
 class SpoolGroup(click.Group):
-    """Turns SpoolError raised by any command into its exit code."""
+    """Turns SpoolError and filesystem faults raised by any command into their exit codes."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except SpoolError as error:
-            raise SpoolFailure(error) from None
+            raise SpoolFailure.of(error) from None
+        except OSError as error:
+            if not is_fault(error):
+                raise
+            where = ctx.obj.path if isinstance(ctx.obj, Spool) else None
+            raise SpoolFailure(describe_fault(error, where), FAULT_EXIT) from None
 
 
 @click.group(cls=SpoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +66,7 @@ def main(ctx: click.Context, spool_dir: str, host: str | None) -> None:
     try:
         ctx.obj = Spool(spool_dir, host=host)
     except SpoolError as error:
-        raise SpoolFailure(error) from None
+        raise SpoolFailure.of(error) from None
 
 
 def run() -> None:

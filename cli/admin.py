@@ -100,7 +100,7 @@ def doctor(sp: Spool) -> None:
     and unclaimable jobs. One line per check (OK, WARN, FAIL); exit 1 on any FAIL."""
     from spool.doctor import diagnose
 
-    sp.layout.require()
+    sp.layout.require(complete=False)  # a damaged layout is reported, not refused
     findings = diagnose(sp)
     for level, message in findings:
         click.echo(f"{level:<5}{message}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import Any
 
@@ -27,6 +28,25 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
+
+BUG_ERRNOS = {errno.EBADF, errno.EFAULT}  # OSErrors that mean a bug in spool, not a fault
+
+
+def is_fault(exc: BaseException) -> bool:
+    """Whether `exc` is a filesystem fault (ENOSPC, EDQUOT, EACCES, EROFS, EIO, ESTALE, ...) to
+    report in one line, rather than a bug that keeps its traceback."""
+    return isinstance(exc, OSError) and exc.errno not in BUG_ERRNOS
+
+
+def describe_fault(exc: OSError, where: object = None) -> str:
+    """`PATH: problem (ERRNO)` for an OSError; `where` names the place when the error has no
+    path (a write(2) on a full disk reports none)."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    place = " -> ".join(paths) or (str(where) if where is not None else "")
+    problem = exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno or 0)
+    text = f"{problem} ({code})" if code else problem
+    return f"{place}: {text}" if place else text
 
 
 def emit_json(document: Any) -> None:

@@ -3,20 +3,62 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from typing import Callable, TypeVar
 
 import click
 
 from spool.api import Spool
-from spool.errors import SpoolError
+from spool.errors import ConfigError, SpoolError
 from spool.cli import main
 from spool.cli.admin import create_spool
+from spool.cli.common import describe_fault, is_fault
 from spool.sample import DEMO_CONFIG
 from spool.cron import Cron
 from spool.daemon import loop
 from spool.reaper import Reaper
 from spool.runloop import Companion
 from spool.worker import Worker
+
+
+T = TypeVar("T")
+log = logging.getLogger("spool")
+START_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def start(name: str, sp: Spool, make: Callable[[], T]) -> T | None:
+    """`make()` (read the config, build the daemon), retried with backoff while the filesystem
+    fails it — a full disk, no free inodes, EACCES on a lock or state file, EIO — each failure
+    logged with the path (DESIGN §7: a daemon that starts on a full disk waits, never exits).
+    None when SIGTERM/SIGINT arrives meanwhile; SIGHUP retries at once."""
+    failures = 0
+    while True:
+        try:
+            return make()
+        except (OSError, ConfigError) as exc:
+            fault = exc.__cause__ if isinstance(exc, ConfigError) else exc
+            if not is_fault(fault):
+                raise
+            failures += 1
+            wait = min(60.0, 2.0 ** failures)
+            log.error("%s cannot start (retry in %gs): %s", name, wait,
+                      describe_fault(fault, sp.path) if isinstance(exc, OSError) else exc)
+            if _stop_within(wait):
+                return None
+
+
+def _stop_within(seconds: float) -> bool:
+    """Wait up to `seconds`; True when SIGTERM or SIGINT arrived (SIGHUP only ends the wait)."""
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, START_SIGNALS)
+    try:
+        received = signal.sigtimedwait(START_SIGNALS, seconds)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    if received is not None and received.si_signo != signal.SIGHUP:
+        log.info("stopping on signal %d before start-up completed", received.si_signo)
+        return True
+    return False
 
 
 def setup_logging() -> None:
@@ -78,10 +120,12 @@ def cron(sp: Spool, once: bool) -> None:
     Sleeps until the next fire; SIGHUP reloads spool.toml.
     """
     setup_logging()
-    daemon = Cron(sp)
     if once:
-        for job_id in daemon.step(sp.clock()):
+        for job_id in Cron(sp).step(sp.clock()):
             click.echo(job_id)
+        return
+    daemon = start("cron", sp, lambda: Cron(sp))
+    if daemon is None:
         return
     poll = sp.config.defaults.poll
     sys.exit(loop("cron", daemon.step, lambda now: daemon.next_wake(now, poll), sp.clock,
@@ -98,10 +142,12 @@ def reap(sp: Spool, once: bool) -> None:
     it; with --once, run it more often than the lease (observations are kept between runs).
     """
     setup_logging()
-    daemon = Reaper(sp)
     if once:
-        for name in daemon.step(sp.clock()):
+        for name in Reaper(sp).step(sp.clock()):
             click.echo(f"reaped {name}")
+        return
+    daemon = start("reaper", sp, lambda: Reaper(sp))
+    if daemon is None:
         return
     interval = sp.config.defaults.heartbeat
     sys.exit(loop("reaper", daemon.step, lambda now: interval, sp.clock, reload=_reloader(sp)))

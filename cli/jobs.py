@@ -13,36 +13,47 @@ from spool.api import Spool
 from spool.cli import main
 from spool.cli.common import DURATION, emit_json, table
 from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
-from spool.job import Job
+from spool.job import Job, load_json
 from spool.layout import STATES
 from spool.timeutil import format_time
 
 WAIT_EXIT = {"completed": 0, "cancelled": 5}
 
 
-def _args(args_json: str | None, pairs: tuple[str, ...]) -> Any:
-    """ARGS_JSON (or '-' for stdin) merged with -a k=v (string) and -a k:=v (JSON) pairs."""
-    text = sys.stdin.read() if args_json == "-" else args_json
+def _args(args_json: str | None, pairs: tuple[str, ...], limit: int) -> Any:
+    """ARGS_JSON (or '-' for stdin, at most `limit` bytes) merged with -a k=v (string) and
+    -a k:=v (JSON) pairs. Deep JSON and strings UTF-8 cannot hold are refused by `normalize`
+    (or here, before the parser's own limits show)."""
+    text = _stdin(limit) if args_json == "-" else args_json
     args: Any = {}
     if text is not None:
-        try:
-            args = json.loads(text)
-        except ValueError as exc:
-            raise InvalidInput(f"ARGS_JSON {text!r} is not JSON: {exc}") from None
+        args = load_json(text, f"ARGS_JSON {_clip(text)}")
     if pairs and not isinstance(args, dict):
-        raise InvalidInput(f"-a needs ARGS_JSON to be an object, not {text!r}")
+        raise InvalidInput(f"-a needs ARGS_JSON to be an object, not {_clip(text)}")
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidInput(f"-a {pair!r} is not KEY=VALUE (or KEY:=JSON)")
+            raise InvalidInput(f"-a {_clip(pair)} is not KEY=VALUE (or KEY:=JSON)")
         if key.endswith(":"):
-            try:
-                args[key[:-1]] = json.loads(value)
-            except ValueError as exc:
-                raise InvalidInput(f"-a {pair!r}: {value!r} is not JSON: {exc}") from None
+            args[key[:-1]] = load_json(value, f"-a {_clip(pair)}")
         else:
             args[key] = value
     return args
+
+
+def _stdin(limit: int) -> bytes:
+    """ARGS_JSON from stdin, as bytes (the parser checks they are UTF-8), refused past `limit`."""
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInput(f"ARGS_JSON from stdin is larger than max_job_bytes ({limit})")
+    return data
+
+
+def _clip(text: str | bytes | None, width: int = 60) -> str:
+    """A short repr of a user's text for messages (args may be a megabyte long)."""
+    if text is None or len(text) <= width:
+        return repr(text)
+    return f"{text[:width]!r}... ({len(text)} long)"
 
 
 @main.command()
@@ -76,7 +87,8 @@ def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
       spool submit send_email -a to=ops@example.org --delay 10m --priority 2
       echo '[1, 2]' | spool submit add - --wait
     """
-    new_id = sp.submit(job, _args(args_json, pairs), id=job_id, priority=priority, delay=delay,
+    args = _args(args_json, pairs, sp.config.defaults.max_job_bytes)
+    new_id = sp.submit(job, args, id=job_id, priority=priority, delay=delay,
                        at=at, unique=unique, after=after, slots=slots, timeout=timeout,
                        max_attempts=max_attempts)
     click.echo(new_id)
@@ -85,6 +97,8 @@ def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
 
 
 def _row(job: Job) -> list[str]:
+    if job.extra.get("unreadable"):
+        return [job.id, job.state, "?", "-", "-", "unreadable", "-"]
     when = job.finished_at if job.finished else job.run_at
     return [job.id, job.state, job.job, str(job.priority), str(job.attempts),
             job.outcome or "-", format_time(when) if when else "-"]
@@ -105,6 +119,9 @@ def ls(sp: Spool, state: str, job_type: str | None, limit: int | None, as_json: 
     elif found:
         click.echo(table([_row(job) for job, _ in found],
                          ["ID", "STATE", "JOB", "PRI", "TRIES", "OUTCOME", "DUE/FINISHED"]))
+    for job, _ in found:
+        if job.extra.get("unreadable"):
+            click.echo(f"Warning: {job.error}", err=True)
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from datetime import datetime, timedelta
@@ -11,9 +12,10 @@ from typing import Any, Callable, Iterable
 from spool.config import Config, load_config
 from spool.errors import Conflict, InvalidInput, JobNotFound, WaitTimeout
 from spool.job import Job, normalize
-from spool.layout import STATES, Layout, default_host, new_id, validate_host, validate_id
+from spool.layout import (STATES, Layout, default_host, new_id, parse_pending_name,
+                          parse_processing_name, validate_host, validate_id)
 from spool.store import Store
-from spool.timeutil import UTC, parse_duration, parse_time
+from spool.timeutil import UTC, format_time, parse_duration, parse_time
 
 Clock = Callable[[], datetime]
 
@@ -23,12 +25,27 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def unreadable_body(state: str, path: Path, exc: Exception) -> dict:
+    """What a listing shows of a job file it cannot read: its id (from its name) and why."""
+    if state == "pending":
+        parsed = parse_pending_name(path.name)
+        job_id = parsed.id if parsed else path.stem
+    elif state == "processing":
+        job_id = (parse_processing_name(path.name) or (path.stem,))[0]
+    else:
+        job_id = path.stem
+    problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return {"id": job_id, "unreadable": True, "error": f"cannot read {path}: {problem}"}
+
+
 class Spool:
     """A spool directory, seen from one host."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, host: str | None = None,
                  config: Config | None = None, clock: Clock = utc_now) -> None:
         root = Path(path if path is not None else os.environ.get("SPOOL_DIR") or "spool")
+        if "\0" in str(root):
+            raise InvalidInput(f"spool directory {str(root)!r} contains a NUL byte")
         self.layout = Layout(root.absolute())
         self.host = validate_host(host or default_host())
         self.clock = clock
@@ -74,7 +91,12 @@ class Spool:
             raise InvalidInput("give either delay or at, not both")
         run_at = now
         if delay is not None:
-            run_at = now + timedelta(seconds=parse_duration(delay, "delay"))
+            seconds = parse_duration(delay, "delay")
+            try:
+                run_at = now + timedelta(seconds=seconds)
+            except OverflowError:
+                raise InvalidInput(f"delay {delay!r} from {format_time(now)} is past the year "
+                                   "9999") from None
         elif at is not None:
             run_at = parse_time(at, "at")
         raw: dict[str, Any] = {"job": job, "args": {} if args is None else args,
@@ -119,7 +141,12 @@ class Spool:
 
     def list_with_bodies(self, state: str | None = None, *, job: str | None = None,
                          limit: int | None = None) -> list[tuple[Job, dict]]:
-        """`list`, keeping each stored body; reads only as many files as it returns."""
+        """`list`, keeping each stored body; reads only as many files as it returns.
+
+        A file that cannot be read (too big, not JSON, EACCES, EIO) is listed all the same, as
+        `{"id", "unreadable": true, "error"}` (its id from its name), never hidden, whatever
+        `job` asks for.
+        """
         if state not in (None, "all", *STATES):
             raise InvalidInput(f"state {state!r} is not one of {', '.join(STATES)}, all")
         found: list[tuple[Job, dict]] = []
@@ -128,9 +155,13 @@ class Spool:
                 break
             try:
                 body = self.store.read(path)
-            except (OSError, InvalidInput):
-                continue  # moved or unreadable meanwhile: a listing is a hint
-            if job is None or body.get("job") == job:
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # moved meanwhile: a listing is a hint
+            except (OSError, InvalidInput) as exc:
+                if getattr(exc, "errno", None) == errno.ESTALE:
+                    continue
+                body = unreadable_body(where_state, path, exc)
+            if job is None or body.get("job") in (job, None):
                 found.append((Job.from_body(body, where_state, path), body))
         return found
 

@@ -17,6 +17,16 @@ from spool.job import Job, decode
 from spool.layout import Layout, parse_pending_name, parse_processing_name
 
 
+HISTORY_MARGIN = 1 << 20  # bytes: attempt entries and errors on top of a full body
+
+
+def read_limit(config: Config) -> int:
+    """The size past which a job file is refused: spool's own files grow past max_job_bytes
+    with a result (max_result_bytes) and history (twice the body, plus HISTORY_MARGIN)."""
+    defaults = config.defaults
+    return 2 * defaults.max_job_bytes + defaults.max_result_bytes + HISTORY_MARGIN
+
+
 class Located(NamedTuple):
     """Where a job file stands."""
 
@@ -34,8 +44,7 @@ class Catalog:
 
     def read(self, path: Path) -> dict:
         """The body of the job file at `path` (bounded, never through a symlink)."""
-        limit = self.config.defaults.max_job_bytes * 4  # spool's own files grow with history
-        return decode(read_bounded(path, limit), str(path))
+        return decode(read_bounded(path, read_limit(self.config)), str(path))
 
     def locate(self, job_id: str) -> Located | None:
         """The state and path of `job_id`, looking twice to cover a move during the scan."""

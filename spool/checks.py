@@ -10,13 +10,16 @@ from spool.errors import InvalidInput
 from spool.timeutil import parse_duration
 
 
-def integer(low: int, high: int | None = None) -> Callable[[Any], int]:
+INT_MAX = 2**31 - 1  # the default ceiling: counts and sizes beyond it are typos or attacks
+
+
+def integer(low: int, high: int = INT_MAX) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"{value!r} is not an integer")
-        if value < low or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f">= {low}"
-            raise InvalidInput(f"{value} is out of range ({bound})")
+        if not low <= value <= high:
+            shown = value if value.bit_length() < 64 else f"an integer of {value.bit_length()} bits"
+            raise InvalidInput(f"{shown} is out of range (from {low} to {high})")
         return value
     return check
 

@@ -17,7 +17,11 @@ from spool import checks
 from spool.errors import ConfigError, InvalidInput
 from spool.timeutil import UTC, parse_duration, parse_time
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+MAX_ID = 128  # a job id's length, fire ids included
+# the longest fire ids: `NAME@manual.YYYYMMDDTHHMMSSZ` (and `NAME@YYYYMMDDTHHMMSSZ`, shorter)
+_FIRE_SUFFIX = len("@manual.YYYYMMDDTHHMMSSZ")
+_AFTER_INFIX = len("@after.")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Defaults:
     refresh: float = 30.0
     durable: bool = True
     max_job_bytes: int = 1048576
+    max_result_bytes: int = 1048576
+    max_log_bytes: int = 104857600
     retention: float = 30 * 86400.0
 
 
@@ -103,8 +109,10 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Config(path=path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:  # kept as the cause: a daemon retries a filesystem fault
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     return parse_config(text, path)
 
 
@@ -114,6 +122,8 @@ def parse_config(text: str, path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
     reader = _Reader(path)
     reader.keys(data, "", {"defaults", "jobs", "schedules"})
     defaults = _defaults(reader, reader.table(data, "defaults"))
@@ -129,7 +139,40 @@ def parse_config(text: str, path: Path) -> Config:
         if sched.after is not None and sched.after not in schedules:
             raise reader.error(f"schedules.{sched.name}.after",
                                f"no schedule named {sched.after!r}")
+    for sched in schedules.values():
+        _check_fire_ids(reader, sched, schedules)
     return Config(defaults, jobs, schedules, path)
+
+
+def longest_fire_id(name: str, schedules: dict[str, Schedule]) -> int:
+    """The length of the longest job id a fire of schedule `name` can get: `NAME@manual.STAMP`,
+    or `NAME@after.UPSTREAM` with UPSTREAM the longest id of the upstream schedule.
+    ValueError names the chain when `after` schedules form a cycle."""
+    chain = [name]
+    length = 0
+    while True:
+        sched = schedules[chain[-1]]
+        if sched.after is None:
+            return length + len(sched.name) + _FIRE_SUFFIX
+        length += len(sched.name) + _AFTER_INFIX
+        if sched.after in chain:
+            raise ValueError(" -> ".join([*chain, sched.after]))
+        chain.append(sched.after)
+
+
+def _check_fire_ids(reader: _Reader, sched: Schedule, schedules: dict[str, Schedule]) -> None:
+    try:
+        longest = longest_fire_id(sched.name, schedules)
+    except ValueError as exc:
+        raise reader.error(f"schedules.{sched.name}.after",
+                           f"'after' schedules form a cycle ({exc}): none would ever fire")
+    if longest > MAX_ID:
+        raise reader.error(f"schedules.{sched.name}", (
+            f"name too long: its fire ids (e.g. '{sched.name}@manual.YYYYMMDDTHHMMSSZ'"
+            + (f", '{sched.name}@after.' + an id of '{sched.after}'" if sched.after else "")
+            + f") reach {longest} characters, more than the {MAX_ID} of a job id; "
+            "shorten the schedule name"
+            + (" or the upstream's" if sched.after else "")))
 
 
 class _Reader:
@@ -153,7 +196,7 @@ class _Reader:
             raise self.error(key, "must be a table")
         for name, spec in value.items():
             if key in ("jobs", "schedules"):
-                if not _NAME.match(name):
+                if not _NAME.fullmatch(name):
                     raise self.error(f"{key}.{name}", "name may use A-Z a-z 0-9 . _ - only")
                 if not isinstance(spec, dict):
                     raise self.error(f"{key}.{name}", "must be a table")
@@ -170,7 +213,9 @@ class _Reader:
 
 
 _COMMON = {"priority", "max_attempts", "timeout", "slots", "backoff", "kill_grace", "retention"}
-_DAEMON = {"grace", "heartbeat", "lease", "poll", "refresh", "durable", "max_job_bytes"}
+_DAEMON = {"grace", "heartbeat", "lease", "poll", "refresh", "durable", "max_job_bytes",
+           "max_result_bytes", "max_log_bytes"}
+_GIB = 1 << 30
 
 
 def _backoff(reader: _Reader, value: Any, where: str, base: Backoff) -> Backoff:
@@ -219,7 +264,9 @@ def _defaults(reader: _Reader, table: dict) -> Defaults:
         poll=get("poll", checks.positive_duration),
         refresh=get("refresh", checks.positive_duration),
         durable=get("durable", checks.boolean),
-        max_job_bytes=get("max_job_bytes", checks.integer(64)),
+        max_job_bytes=get("max_job_bytes", checks.integer(64, _GIB)),
+        max_result_bytes=get("max_result_bytes", checks.integer(64, _GIB)),
+        max_log_bytes=get("max_log_bytes", checks.integer(1024, 1 << 50)),
     )
     if defaults.lease < 3 * defaults.heartbeat:
         raise reader.error("defaults.lease", f"{defaults.lease:g}s must be at least 3 heartbeats "

@@ -8,37 +8,77 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from spool.api import Spool
 from spool.claim import try_lock_orphan
 from spool.errors import SpoolError
 from spool.files import discard, stage
 from spool.layout import SUBDIRS
-from spool.mounts import PROC_MOUNTS, Mount, mount_for
+from spool.mounts import PROC_MOUNTS, Mount, is_network_fs, mount_for
 
 Finding = tuple[str, str]
 
 
 def diagnose(sp: Spool, mounts: Path = PROC_MOUNTS) -> list[Finding]:
-    """Every check, in order; a check that cannot run is itself a finding."""
-    findings: list[Finding] = []
-    for check in (_layout, _config, lambda s: _filesystem(s, mounts), _create_and_rename,
-                  _lock, _clock, _stuck, _unclaimable):
+    """Every check, in order; a check that cannot run is itself a finding. A damaged layout
+    is reported entry by entry, and the checks that need it are skipped, saying so."""
+    broken = broken_layout(sp.path)
+    findings = _layout(sp, broken)
+    checks: list[tuple[str, Callable[[Spool], list[Finding]]]] = [
+        ("config", _config), ("filesystem", lambda s: _filesystem(s, mounts))]
+    if broken:
+        findings.append(("WARN", "skipped the rename, lock, clock, stuck and unclaimable job "
+                         "checks: repair the layout first"))
+    else:
+        checks += [("rename", _create_and_rename), ("locks", _lock), ("clock", _clock),
+                   ("stuck", _stuck), ("unclaimable", _unclaimable)]
+    for name, check in checks:
         try:
             findings.extend(check(sp))
         except (OSError, SpoolError) as exc:
-            findings.append(("FAIL", f"{getattr(check, '__name__', 'check')}: {exc}"))
+            findings.append(("FAIL", f"{name}: {exc}"))
     return findings
 
 
-def _layout(sp: Spool) -> list[Finding]:
-    missing = [sub for sub in SUBDIRS if not (sp.path / sub).is_dir()]
-    if missing:
-        return [("FAIL", f"layout: {sp.path} lacks {', '.join(missing)}: run 'spool init'")]
+def broken_layout(root: Path) -> list[tuple[str, str]]:
+    """(directory, problem) for each spool directory that is missing or not a directory."""
+    broken = []
+    for sub in SUBDIRS:
+        try:
+            mode = os.lstat(root / sub).st_mode
+        except FileNotFoundError:
+            broken.append((sub, "is missing: 'spool init' recreates missing directories"))
+            continue
+        except OSError as exc:
+            broken.append((sub, f"cannot be examined: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISLNK(mode):
+            broken.append((sub, "is a symbolic link (spool never follows links inside the "
+                           "spool): put a directory there"))
+        elif not stat.S_ISDIR(mode):
+            broken.append((sub, f"is {_kind(mode)}, not a directory: move it away, then run "
+                           "'spool init'"))
+    return broken
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a directory"
+
+
+def _layout(sp: Spool, broken: list[tuple[str, str]]) -> list[Finding]:
+    if broken:
+        return [("FAIL", f"layout: {sp.path / sub} {problem}") for sub, problem in broken]
     unwritable = [sub for sub in SUBDIRS if not os.access(sp.path / sub, os.W_OK | os.X_OK)]
     if unwritable:
         return [("FAIL", f"permissions: cannot write {', '.join(unwritable)} in {sp.path}: "
@@ -56,9 +96,14 @@ def _filesystem(sp: Spool, mounts: Path) -> list[Finding]:
     mount = mount_for(sp.path, mounts)
     if mount is None:
         return [("WARN", "filesystem: cannot tell (no /proc/mounts)")]
-    if not mount.fstype.startswith("nfs"):
-        return [("OK", f"filesystem: {mount.fstype} on {mount.point} (local: inotify wake-ups)")]
-    return nfs_advice(mount)
+    if mount.fstype.startswith("nfs"):
+        return nfs_advice(mount)
+    if is_network_fs(mount.fstype):
+        return [("WARN", f"filesystem: {mount.fstype} {mount.device} on {mount.point} is a "
+                 "network or FUSE filesystem: workers poll pending/ every `poll` (inotify sees "
+                 "no other client's changes); spool is built for local disks and NFS: check "
+                 "the rename and lock lines below, and prefer NFS (hard mount) for a cluster")]
+    return [("OK", f"filesystem: {mount.fstype} on {mount.point} (local: inotify wake-ups)")]
 
 
 def nfs_advice(mount: Mount) -> list[Finding]:

@@ -5,7 +5,9 @@ then either renamed into pending/ under its canonical name or rejected to `dead/
 (outcome `invalid`, with the error) beside the untouched original `dead/ID.orig`.
 An unparsable file younger than DROP_SETTLE seconds is left alone: its writer may be busy.
 Ids of drops without a usable one derive from the file itself, so that re-adopting after a
-crash reaches the same id.
+crash reaches the same id. Hostile drops are rejected like any other bad one: a name that is
+not valid UTF-8 (the record shows it with replacement characters), JSON nested too deep, a
+lone surrogate in a string.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from spool.errors import Conflict, InvalidInput
 from spool.files import read_bounded
-from spool.job import normalize
+from spool.job import MAX_DEPTH, normalize, printable, within_depth
 from spool.layout import derived_id, is_valid_id
 from spool.store import Store
 from spool.timeutil import format_time, from_timestamp
@@ -85,8 +87,12 @@ def _inspect(store: Store, path: Path,
         return None, f"cannot be read: {exc.strerror or exc}", False
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        return None, f"is nested deeper than {MAX_DEPTH} levels", False
+    except ValueError as exc:  # UnicodeDecodeError included
         return None, f"is not valid JSON: {exc}", True
+    if not within_depth(body):
+        return None, f"is nested deeper than {MAX_DEPTH} levels", False
     if not isinstance(body, dict):
         return None, f"is not a JSON object but a {type(body).__name__}", False
     return body, None, False
@@ -112,13 +118,15 @@ def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict | None,
     dead = store.layout.dead
     if store.locate(job_id) is not None or os.path.lexists(dead / f"{job_id}.orig"):
         job_id = derived_id(now, f"{name}:{info.st_ino}:{now.timestamp()}:rejected")
+    shown = printable(name)
+    job = body.get("job") if body and isinstance(body.get("job"), str) else None
     record = {
         "id": job_id,
-        "job": body.get("job") if body and isinstance(body.get("job"), str) else None,
+        "job": None if job is None else printable(job),
         "outcome": "invalid",
-        "error": f"dropped file {name!r} {problem}" if problem.startswith("is ")
-        else f"dropped file {name!r}: {problem}",
-        "dropped_as": name,
+        "error": printable(f"dropped file {shown!r} {problem}" if problem.startswith("is ")
+                           else f"dropped file {shown!r}: {problem}"),
+        "dropped_as": shown,
         "attempts": 0,
         "history": [],
         "finished_at": format_time(now),

@@ -1,7 +1,8 @@
 """A minimal inotify binding (ctypes): wake a daemon when names appear in a directory.
 
-The standard library has none; where inotify is missing or useless (NFS: events from other
-hosts never arrive) callers fall back to polling.
+The standard library has none; where inotify is missing or useless (a network or FUSE
+filesystem, `spool.mounts.is_network_fs`: events from other hosts never arrive) callers fall
+back to polling.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import ctypes.util
 import os
 import struct
 from pathlib import Path
+
+from spool.mounts import PROC_MOUNTS, is_network_fs, mount_for
 
 IN_CREATE = 0x100
 IN_MOVED_TO = 0x80
@@ -56,9 +59,10 @@ class Watcher:
         os.close(self.fd)
 
 
-def make_watcher(*directories: Path) -> Watcher | None:
-    """A watcher on local filesystems; None where inotify cannot help (NFS, no inotify)."""
-    if any(_is_nfs(d) for d in directories):
+def make_watcher(*directories: Path, mounts: Path = PROC_MOUNTS) -> Watcher | None:
+    """A watcher on local filesystems; None where inotify cannot help (a network or FUSE
+    filesystem, per `mounts`; no inotify)."""
+    if any(on_network_fs(d, mounts) for d in directories):
         return None
     try:
         watcher = Watcher()
@@ -69,8 +73,7 @@ def make_watcher(*directories: Path) -> Watcher | None:
     return watcher
 
 
-def _is_nfs(directory: Path) -> bool:
-    from spool.mounts import mount_for
-
-    mount = mount_for(directory)
-    return bool(mount and mount.fstype.startswith("nfs"))
+def on_network_fs(directory: Path, mounts: Path = PROC_MOUNTS) -> bool:
+    """Whether `directory` lives on a network or FUSE filesystem."""
+    mount = mount_for(directory, mounts)
+    return bool(mount and is_network_fs(mount.fstype))

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,14 +25,17 @@ TERMINAL_STATES = ("done", "dead")
 SUBDIRS = ("tmp", "pending", "processing", "done", "dead", "hosts", "logs", "cancel",
            "unique", "cron", "events")
 CONFIG_NAME = "spool.toml"
+DAEMON_ONLY_DIRS = ("processing", "hosts", "events")
 
-_ID = re.compile(r"^[A-Za-z0-9_@+][A-Za-z0-9._@+-]{0,127}$")
-_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline ("abc\n" is no id)
+_ID = re.compile(r"[A-Za-z0-9_@+][A-Za-z0-9._@+-]{0,127}")
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+_MAX_ATTEMPT_DIGITS = 9
 
 
 def validate_id(value: object, what: str = "job id") -> str:
     """The id itself when it is `[A-Za-z0-9._@+-]{1,128}` not starting with `.` or `-`."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidInput(
             f"{what} {value!r} is invalid: use 1-128 characters of A-Z a-z 0-9 . _ @ + -, "
             "not starting with '.' or '-'"
@@ -41,12 +45,12 @@ def validate_id(value: object, what: str = "job id") -> str:
 
 def is_valid_id(value: object) -> bool:
     """Whether `value` is an acceptable job id."""
-    return isinstance(value, str) and bool(_ID.match(value))
+    return isinstance(value, str) and bool(_ID.fullmatch(value))
 
 
 def validate_host(value: str) -> str:
     """A host name safe to use as a directory name."""
-    if not _HOST.match(value or ""):
+    if not isinstance(value, str) or not _HOST.fullmatch(value):
         raise InvalidInput(
             f"host name {value!r} is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -"
         )
@@ -64,10 +68,15 @@ def new_id(now: datetime) -> str:
 
 
 def derived_id(now: datetime, seed: str) -> str:
-    """A deterministic id for `seed` (a dropped file without one), sortable like `new_id`."""
+    """A deterministic id for `seed` (a dropped file without one), sortable like `new_id`.
+
+    `seed` may hold a file name that is not valid UTF-8 (surrogate-escaped by os.listdir) or
+    a lone surrogate: surrogates pass into the hash, never refused.
+    """
     import hashlib
 
-    return f"{due_stamp(now)[:-1]}-{hashlib.sha256(seed.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{due_stamp(now)[:-1]}-{digest}"
 
 
 class PendingName(NamedTuple):
@@ -84,10 +93,13 @@ def pending_name(priority: int, due: datetime, job_id: str) -> str:
 
 
 def parse_pending_name(name: str) -> PendingName | None:
-    """The parts of a canonical pending name, or None for any other name (a drop)."""
+    """The parts of a canonical pending name, or None for any other name (a drop).
+
+    ASCII only: `²` or `٣` are digits to `str.isdigit`, never to spool.
+    """
     if len(name) < DUE_LENGTH + 9 or not name.endswith(".json") or name[1] != "-":
         return None
-    if not name[0].isdigit() or name[DUE_LENGTH + 2] != "-":
+    if not "0" <= name[0] <= "9" or name[DUE_LENGTH + 2] != "-":
         return None
     due, job_id = name[2:DUE_LENGTH + 2], name[DUE_LENGTH + 3:-5]
     if not is_valid_id(job_id):
@@ -109,7 +121,8 @@ def parse_processing_name(name: str) -> tuple[str, int] | None:
     if not name.endswith(".json"):
         return None
     job_id, _, attempt = name[:-5].rpartition(".")
-    if not attempt.isdigit() or not is_valid_id(job_id):
+    if not (attempt.isascii() and attempt.isdigit()) or len(attempt) > _MAX_ATTEMPT_DIGITS \
+            or not is_valid_id(job_id):
         return None
     return job_id, int(attempt)
 
@@ -181,12 +194,19 @@ class Layout:
         return self.root / "cancel" / job_id
 
     def exists(self) -> bool:
-        """Whether this looks like an initialised spool."""
-        return all((self.root / sub).is_dir() for sub in ("tmp", "pending", "processing"))
+        """Whether this looks like an initialised spool. A fault other than a missing entry
+        (EACCES, EIO) is raised as OSError naming the path, not taken for "no spool"."""
+        return all(_is_dir(self.root / sub) for sub in ("tmp", "pending", "processing"))
 
-    def require(self) -> Layout:
-        """Self, or SpoolMissing saying how to create the spool."""
-        if not self.exists():
+    def any_part(self) -> bool:
+        """Whether anything of a spool is here, however damaged: spool.toml or an entry where
+        one of its directories belongs."""
+        return any(os.path.lexists(self.root / name) for name in (CONFIG_NAME, *SUBDIRS))
+
+    def require(self, complete: bool = True) -> Layout:
+        """Self, or SpoolMissing saying how to create the spool. With `complete=False` (doctor)
+        a damaged spool passes too: only a directory with nothing of a spool is refused."""
+        if not (self.exists() if complete else self.any_part()):
             raise SpoolMissing(
                 f"no spool at {self.root}: create it with 'spool --spool {self.root} init' "
                 "(or set SPOOL_DIR)"
@@ -194,9 +214,20 @@ class Layout:
         return self
 
     def create(self, mode: int = 0o755, group: int | None = None) -> None:
-        """Make the directory tree (idempotent)."""
+        """Make the directory tree (idempotent). With a group the tree is setgid and
+        group-writable; the directories only daemons move files in are also sticky, so a
+        group member cannot rename or replace what a daemon created there (DESIGN §13)."""
         for path in [self.root, *(self.root / sub for sub in SUBDIRS)]:
             path.mkdir(mode=mode, parents=True, exist_ok=True)
             if group is not None:
                 os.chown(path, -1, group)
-                os.chmod(path, mode | 0o2070)
+                sticky = 0o1000 if path.name in DAEMON_ONLY_DIRS and path != self.root else 0
+                os.chmod(path, mode | 0o2070 | sticky)
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether `path` is a directory; False when it is missing, OSError on any other fault."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False

@@ -17,7 +17,9 @@ SAMPLE_CONFIG = '''\
 # lease = "60s"         # a heartbeat unchanged this long means the worker is gone
 # poll = "1s"           # where inotify is unavailable (NFS)
 # durable = true        # fsync files and directories on every transition
-# max_job_bytes = 1048576
+# max_job_bytes = 1048576        # a dropped or submitted job file
+# max_result_bytes = 1048576     # a job's result; larger fails the attempt
+# max_log_bytes = 104857600      # a job's log; past it output is cut with a marker line
 # retention = "30d"     # done/, dead/ and logs/ are purged after this
 
 # A job type that runs a program directly (never through a shell). Args arrive as JSON on
