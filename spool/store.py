@@ -353,6 +353,67 @@ class Store(Catalog):
         self.journal.record(now, "reject", job_id, host=self.host, error=record.get("error"))
         return dest
 
+    # -- fsck ----------------------------------------------------------------------------
+    # The repairs of `spool fsck` (spool/fsck*.py). None of them replaces an existing file:
+    # a destination that is taken is FileExistsError, and fsck sets the file aside instead.
+
+    def relocate(self, path: Path, dest: Path, now: datetime, job_id: str,
+                 reason: str) -> Path:
+        """Rename a job file to `dest` (its canonical name, the terminal directory its
+        outcome names, or today's tmp/ name of a legacy hold); FileExistsError when taken."""
+        import errno
+
+        if os.path.lexists(dest):
+            raise FileExistsError(errno.EEXIST, "already exists", str(dest))
+        os.rename(path, dest)
+        self._sync(dest.parent)
+        self.journal.record(now, "fsck", job_id, host=self.host, path=str(path),
+                            to=str(dest), error=reason)
+        return dest
+
+    def set_aside_as(self, path: Path, label: str, reason: str, now: datetime,
+                     job_id: str | None = None) -> Path | None:
+        """Like `set_aside`, under a chosen LABEL (`tmp/aside,HOST,PID,RAND,LABEL`): for files
+        whose own name cannot be a tmp/ subject (tmp/ names carry commas). None when gone."""
+        from spool.layout import tmp_name
+
+        label = label.replace(",", "~").replace("/", "~")
+        aside = self.layout.tmp / tmp_name("aside", self.host, os.getpid(), label)
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return None
+        self._sync(self.layout.tmp)
+        log.warning("set aside %s as %s: %s", path, aside.name, reason)
+        self.journal.record(now, "aside", job_id or "", host=self.host, path=str(path),
+                            to=aside.name, error=reason)
+        return aside
+
+    def bury_unreadable(self, path: Path, record: dict, now: datetime) -> Path:
+        """Move then fill, never replacing: `path` becomes `dead/ID.orig` (unless it is that
+        file already, a rejection cut short) and `dead/ID.json` is created as `record` by
+        link(2); FileExistsError when either name is taken by another file."""
+        import errno
+
+        job_id = record["id"]
+        original = self.layout.dead / f"{job_id}.orig"
+        dest = self.layout.dead / f"{job_id}.json"
+        if path != original:
+            if os.path.lexists(original) or (path != dest and os.path.lexists(dest)):
+                raise FileExistsError(errno.EEXIST, "already exists", str(dest))
+            os.rename(path, original)
+        staged = self._stage(record, "reject")
+        try:
+            os.link(staged, dest)
+        except FileExistsError:
+            if os.stat(staged).st_nlink < 2:  # NFS: the link happened, its reply was lost
+                raise
+        finally:
+            discard(staged)
+        self._sync(self.layout.dead)
+        self.journal.record(now, "reject", job_id, host=self.host, error=record.get("error"))
+        return dest
+
 
 def _close(fd: int | None) -> None:
     if fd is not None:
