@@ -1,0 +1,76 @@
+"""`spool fsck [--repair] [--json]`: check every job file; repair what can be repaired without
+deleting a job body. Exit 0 clean (or all repaired), 1 a problem left, 2 usage."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from spool.api import Spool
+from spool.cli import main
+from spool.cli.common import emit_json
+from spool.config import Config
+from spool.errors import ConfigError
+from spool.fsck import Report, fsck as check_spool
+from spool.fsck_base import shown
+from spool.store import Store
+
+
+def open_store(sp: Spool, repair: bool) -> Store:
+    """The spool's store; a broken spool.toml is refused for a repair (it writes), and read
+    with default settings for a check (said once on stderr)."""
+    sp.layout.require()
+    try:
+        return sp.store
+    except ConfigError as error:
+        if repair:
+            raise ConfigError(f"{error} (fix spool.toml before `fsck --repair`; "
+                              "`fsck` alone checks with default settings)") from None
+        click.echo(f"Warning: spool.toml is broken, checking with default settings: {error}",
+                   err=True)
+        return Store(sp.layout.root, Config(path=sp.layout.config_path), sp.host)
+
+
+def format_report(report: Report, repair: bool) -> str:
+    """One line per finding (PROBLEM / REPAIRED / INFO) and a last summary line."""
+    root = report.spool
+    lines = []
+    for finding in report.problems:
+        where = _rel(finding.path, root)
+        tag = "REPAIRED" if finding.repaired else "PROBLEM"
+        lines.append(f"{tag} {where}: {finding.detail} ({finding.action})")
+    lines += [f"INFO {_rel(path, root)}: {text}" for path, text in report.info]
+    left, fixed = len(report.unrepaired), len(report.problems) - len(report.unrepaired)
+    if not report.problems:
+        lines.append(f"OK {report.checked} job files checked in {root}: no problems")
+    elif not left:
+        lines.append(f"OK {report.checked} job files checked in {root}: "
+                     f"{fixed} problems repaired")
+    else:
+        hint = "" if repair else "; `spool fsck --repair` fixes what it can"
+        lines.append(f"{report.checked} job files checked in {root}: {left} problems left, "
+                     f"{fixed} repaired{hint}")
+    return "\n".join(lines)
+
+
+def _rel(path: object, root: object) -> str:
+    text, prefix = shown(path), f"{shown(root)}/"
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+@main.command()
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed without deleting a job body (see the README).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_obj
+def fsck(sp: Spool, repair: bool, as_json: bool) -> None:
+    """Check every job file: readable, in one state only, name and body agreeing, no stale
+    holds or staged files in tmp/, markers and tokens matching jobs. Exit 1 when a problem is
+    left (without --repair: when there is any)."""
+    report = check_spool(open_store(sp, repair), sp.clock(), repair=repair)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(format_report(report, repair))
+    sys.exit(1 if report.unrepaired else 0)
