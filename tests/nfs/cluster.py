@@ -80,6 +80,7 @@ class Cluster:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.spools: list = []
         self.nonce = self.dirs["a"].name  # in every tag, to find this test's task processes
 
     # -- setup and processes -------------------------------------------------------------
@@ -115,9 +116,11 @@ class Cluster:
         return spool_cli(self.roots[host], *args, host=host, timeout=timeout)
 
     def api(self, host: str):
+        """The Python API as `host` (its journal file is closed by `stop_all`)."""
         from spool import Spool
 
-        return Spool(self.roots[host], host=host)
+        self.spools.append(Spool(self.roots[host], host=host))
+        return self.spools[-1]
 
     def stop(self, proc: subprocess.Popen, timeout: float = 30) -> int | None:
         """SIGCONT (it may be stopped), SIGTERM, then SIGKILL after `timeout`."""
@@ -145,6 +148,10 @@ class Cluster:
         for _, proc in self.procs:
             self.stop(proc)
         self.kill_tasks()
+        for sp in self.spools:  # an open file would stay in the export as .fuse_hidden*
+            journal = getattr(getattr(sp, "_store", None), "journal", None)
+            if journal is not None:
+                journal.close()
 
     def kill_tasks(self) -> None:
         """Task process groups of this test still alive (e.g. orphans of a SIGKILLed worker)."""

@@ -71,7 +71,8 @@ def _remove(root: Path) -> None:
             return
         except OSError as exc:
             if time.monotonic() > deadline:
-                warnings.warn(f"could not remove {root}: {exc}")
+                left = [os.path.join(d, n) for d, _, names in os.walk(root) for n in names]
+                warnings.warn(f"could not remove {root}: {exc}; left: {left[:10]}")
                 return
             time.sleep(0.2)
 
