@@ -122,13 +122,16 @@ class Run:
 
     def read(self, path: Path) -> tuple[dict | None, str | None]:
         """(body, None), or (None, what is wrong with it); FileNotFoundError when it is gone."""
-        mode = os.lstat(path).st_mode
+        info = os.lstat(path)
+        mode = info.st_mode
         if stat.S_ISLNK(mode):
             return None, "is a symbolic link (never followed)"
         if stat.S_ISDIR(mode):
             return None, "is a directory"
         if not stat.S_ISREG(mode):
             return None, "is a FIFO, socket or device, not a regular file"
+        if info.st_size == 0:
+            return None, "is empty"
         try:
             return self.store.read(path), None
         except FileNotFoundError:
