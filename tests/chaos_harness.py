@@ -120,6 +120,7 @@ class Settings:
     lease: float | None = None  # default: 3 s locally, 5 s over two mounts (NFS)
     heartbeat: float = 1.0
     drain_timeout: float = 180.0
+    snapshot: bool = True  # run a copy of spool/ and cli/ taken at the start
     slack: float = 0.25
     rate: float = 3.0  # jobs per second per submitter (mean)
     durable: bool = False
@@ -149,6 +150,8 @@ class Proc:
     frozen_at: float | None = None
     thaw_at: float | None = None
     expected_exit: bool = False
+    launched_at: float = 0.0
+    exit_noted: bool = False
 
     @property
     def name(self) -> str:
@@ -198,8 +201,9 @@ class Cluster:
     """Starts, kills, freezes, thaws and restarts the cluster's processes."""
 
     def __init__(self, settings: Settings, work: Path, mounts: dict[str, Path],
-                 capacity: dict[str, int]) -> None:
+                 capacity: dict[str, int], code: Path | None) -> None:
         self.settings = settings
+        self.code = code
         self.work = work
         self.mounts = mounts
         self.capacity = capacity
@@ -221,7 +225,10 @@ class Cluster:
         self.worker_pids: dict[int, str] = {}  # every worker pid ever -> host
 
     def env(self, host: str) -> dict[str, str]:
-        return cli_env(CHAOS_HOST=host, CHAOS_LEDGER=str(self.ledger))
+        env = cli_env(CHAOS_HOST=host, CHAOS_LEDGER=str(self.ledger))
+        if self.code is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(self.code), env["PYTHONPATH"]])
+        return env
 
     def spool_argv(self, host: str, *args: str) -> list[str]:
         return [sys.executable, "-m", "spool.cli", "--spool", str(self.mounts[host]),
@@ -250,6 +257,7 @@ class Cluster:
             log.write(f"=== harness: {proc.name} incarnation {proc.incarnation} pid "
                       f"{proc.popen.pid} at mono {time.monotonic():.3f}\n".encode())
         proc.frozen_at = proc.thaw_at = None
+        proc.launched_at, proc.exit_noted = time.monotonic(), False
         if proc.role == "worker":
             self.worker_pids[proc.pid] = proc.host
 
@@ -264,6 +272,9 @@ class Cluster:
         return [proc for proc in self.procs if proc.frozen_at is not None]
 
     def freeze(self, proc: Proc, pause: float) -> None:
+        assert proc.popen is not None
+        if proc.popen.poll() is not None:
+            return
         now = time.monotonic()
         os.kill(proc.pid, signal.SIGSTOP)
         proc.frozen_at, proc.thaw_at = now, now + pause
@@ -303,13 +314,18 @@ class Cluster:
             self.launch(proc)
 
     def restart_exited(self) -> None:
-        """Any process that ended on its own (not asked to) is recorded and restarted."""
+        """Any process that ended on its own (not asked to) is recorded and restarted, at
+        most once a second (like systemd's RestartSec) so that a crash loop does not spin."""
+        now = time.monotonic()
         for proc in self.procs:
             if proc.popen is None or proc.expected_exit or proc.popen.poll() is None:
                 continue
-            self.exits.append(Exit(proc.name, proc.pid, proc.popen.returncode, time.monotonic(),
-                                   _tail(self.log_path(proc))))
-            self.launch(proc)
+            if not proc.exit_noted:
+                proc.exit_noted = True
+                self.exits.append(Exit(proc.name, proc.pid, proc.popen.returncode, now,
+                                       _tail(self.log_path(proc))))
+            if now - proc.launched_at >= 1.0:
+                self.launch(proc)
 
     def stop(self, procs: list[Proc], timeout: float) -> None:
         """SIGTERM, then wait (bounded); what does not stop is noted and SIGKILLed."""
@@ -515,7 +531,9 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
         wait_until(lambda: (spool_b / "spool.toml").exists(), 30, "the spool on the 2nd mount")
     rng = random.Random(settings.seed)
     capacity = {host: rng.choice((2, 3)) for host in HOSTS}
-    cluster = Cluster(settings, work, mounts, capacity)
+    code_info = code_version()
+    code = snapshot_code(work / "code") if settings.snapshot else None
+    cluster = Cluster(settings, work, mounts, capacity, code)
     watcher = TaskWatcher(cluster.ledger)
     sampler = Sampler(spool)
     times: dict[str, float] = {"t0": time.monotonic()}
@@ -551,12 +569,49 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
         cluster.teardown()
         watcher.finish()
         raise
-    report = audit(settings, cluster, watcher, sampler, spool, times, drained, alive_after,
-                   cleanup)
-    report["work"], report["spool"] = str(work), str(spool)
-    (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    record = RunRecord(
+        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+        spool=str(spool), capacity=capacity, times=times, drained=drained,
+        freezes=[asdict(f) for f in cluster.freezes], kills=[asdict(k) for k in cluster.kills],
+        exits=[asdict(e) for e in cluster.exits], not_stopped=cluster.not_stopped,
+        worker_pids={str(pid): host for pid, host in cluster.worker_pids.items()},
+        deaths=[[*key, *death] for key, death in watcher.deaths.items()],
+        alive_after=[list(key) for key in alive_after], cleanup=cleanup, code=code_info,
+        sample_problems=sampler.problems, sample_reads=sampler.reads)
+    (work / "run.json").write_text(json.dumps(asdict(record), indent=1))
     _dump_actions(work, cluster, times["t0"])
-    return report
+    return audit(work)
+
+
+def snapshot_code(target: Path, timeout: float = 300.0) -> Path:
+    """A copy of the tree's spool/ and cli/ (as spool/cli), taken at the start and put first
+    on the cluster's PYTHONPATH: the run tests one version of the code, whatever edits land
+    meanwhile. A copy that does not import (an edit in progress) is taken again (bounded)."""
+    import shutil
+
+    tree = TESTS.parent
+    check = [sys.executable, "-c", "import spool.worker, spool.cli.daemons, spool.reaper"]
+
+    def take() -> bool:
+        shutil.rmtree(target, ignore_errors=True)
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(tree / "spool", target / "spool", ignore=ignore)
+        shutil.copytree(tree / "cli", target / "spool" / "cli", ignore=ignore)
+        env = dict(os.environ, PYTHONPATH=str(target))
+        done = subprocess.run(check, capture_output=True, text=True, env=env, cwd=target)
+        return done.returncode == 0
+
+    wait_until(take, timeout, f"a copy of {tree}/spool and cli that imports")
+    return target
+
+
+def code_version() -> dict:
+    """The commit of the tree and its uncommitted product files, for the report."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=TESTS.parent)
+        return done.stdout.strip()
+    return {"head": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": git("status", "--short", "--", "spool", "cli").splitlines()}
 
 
 def chaos(cluster: Cluster, rng: random.Random, settings: Settings, sampler: Sampler,
@@ -663,6 +718,29 @@ def _dump_actions(work: Path, cluster: Cluster, t0: float) -> None:
 
 
 @dataclass
+class RunRecord:
+    """What the audit needs besides the spool, the ledger and the accepted list: written to
+    WORK/run.json, so that `--audit WORK` can audit a run again."""
+
+    settings: dict
+    spool: str
+    capacity: dict[str, int]
+    times: dict[str, float]
+    drained: bool
+    freezes: list[dict]
+    kills: list[dict]
+    exits: list[dict]
+    not_stopped: list[str]
+    worker_pids: dict[str, str]
+    deaths: list[list]  # [pid, pstart, mono, how]
+    alive_after: list[list]  # [pid, pstart]
+    cleanup: list[dict]
+    sample_problems: list[dict]
+    sample_reads: int
+    code: dict = field(default_factory=dict)
+
+
+@dataclass
 class Execution:
     """One run of one attempt, from the task's own lines (and its death, when killed)."""
 
@@ -692,14 +770,35 @@ class Check:
     figures: dict = field(default_factory=dict)
 
 
-def executions(watcher: TaskWatcher, end_of_run: float) -> list[Execution]:
+def read_ledger(path: Path) -> tuple[dict[tuple, dict], dict[tuple, dict], list[str]]:
+    """Start and end lines by task (pid, process start), and the lines that do not parse."""
+    starts: dict[tuple, dict] = {}
+    ends: dict[tuple, dict] = {}
+    bad = []
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        lines = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            key = (record["pid"], record["pstart"])
+        except (ValueError, KeyError, TypeError):
+            bad.append(line.decode(errors="replace"))
+            continue
+        (starts if record.get("ev") == "start" else ends)[key] = record
+    return starts, ends, bad
+
+
+def executions(starts: dict[tuple, dict], ends: dict[tuple, dict],
+               deaths: dict[tuple, float], end_of_run: float) -> list[Execution]:
     found = []
-    for key, start in watcher.starts.items():
-        end = watcher.ends.get(key)
+    for key, start in starts.items():
+        end = ends.get(key)
         if end is not None:
             stop, kind, ok = end["mono"], "end", bool(end.get("ok"))
-        elif key in watcher.deaths:
-            stop, kind, ok = watcher.deaths[key][0], "killed", None
+        elif key in deaths:
+            stop, kind, ok = deaths[key], "killed", None
         else:
             stop, kind, ok = end_of_run, "alive", None
         found.append(Execution(start["job"], start["type"], start["attempt"], start["host"],
@@ -737,42 +836,52 @@ def scan_states(spool: Path) -> tuple[dict[str, list[str]], dict[str, dict], lis
     return where, bodies, bad
 
 
-def audit(settings: Settings, cluster: Cluster, watcher: TaskWatcher, sampler: Sampler,
-          spool: Path, times: dict[str, float], drained: bool, alive_after: list[tuple],
-          cleanup: list[dict]) -> dict:
-    t0 = times["t0"]
-    runs = executions(watcher, times["end"])
+def audit(work: Path) -> dict:
+    """Audit the run recorded in `work` (run.json, ledger.jsonl, accepted.jsonl, the spool);
+    the report is also written to WORK/report.json."""
+    record = RunRecord(**json.loads((work / "run.json").read_text()))
+    settings = Settings(**{k: Path(v) if k in ("spool_dir", "spool_dir_b", "work") and v
+                           else v for k, v in record.settings.items()})
+    spool = Path(record.spool)
+    times = record.times
+    starts, ends, bad_lines = read_ledger(work / "ledger.jsonl")
+    deaths = {(pid, pstart): mono for pid, pstart, mono, _ in record.deaths}
+    runs = executions(starts, ends, deaths, times["end"])
     by_job: dict[str, list[Execution]] = defaultdict(list)
     for run_ in runs:
         by_job[run_.job].append(run_)
     where, bodies, bad_files = scan_states(spool)
-    accepted = _accepted(cluster.accepted)
+    accepted = _accepted(work / "accepted.jsonl")
     tag_index: dict[str, list[str]] = defaultdict(list)
     for job_id, body in bodies.items():
         args = body.get("args")
         if isinstance(args, dict) and isinstance(args.get("tag"), str) and args["tag"] != "cron":
             tag_index[args["tag"]].append(job_id)
-    fires = _fires(spool)
-    ctx = Context(settings, t0, runs, by_job, where, bodies, accepted, tag_index, fires, cluster)
+    ctx = Context(settings, times["t0"], runs, by_job, where, bodies, accepted, tag_index,
+                  _fires(spool), record, [Freeze(**f) for f in record.freezes],
+                  [Kill(**k) for k in record.kills], starts)
+    unfinished = _unfinished(spool)
     checks = [
-        Check("drained", drained and not _unfinished(spool),
+        Check("drained", record.drained and not unfinished,
               "pending/, held/ and processing/ emptied within the drain timeout"
-              if drained else f"not drained within {settings.drain_timeout:g}s",
-              _unfinished(spool)[:20]),
+              if record.drained else f"not drained within {settings.drain_timeout:g}s",
+              unfinished[:20]),
         check_accepted(ctx),
         check_one_state(ctx),
-        check_parsable(bad_files, sampler),
+        check_parsable(bad_files, record),
         check_runs_vs_attempts(ctx),
         check_dead_completed(ctx),
         check_capacity(ctx),
         check_overlaps(ctx),
         check_cron(ctx),
         check_tmp(spool, where),
-        check_daemons(cluster, alive_after, watcher, cleanup, t0),
+        check_daemons(ctx),
     ]
-    figures = _figures(ctx, times, watcher, sampler, checks)
-    return {"ok": all(c.ok for c in checks), "seed": settings.seed,
-            "checks": [asdict(c) for c in checks], "figures": figures}
+    figures = _figures(ctx, work, bad_lines, checks)
+    report = {"ok": all(c.ok for c in checks), "seed": settings.seed, "work": str(work),
+              "spool": str(spool), "code": record.code, "checks": [asdict(c) for c in checks], "figures": figures}
+    (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
 
 
 @dataclass
@@ -786,7 +895,10 @@ class Context:
     accepted: list[dict]
     tag_index: dict[str, list[str]]
     fires: list[dict]
-    cluster: Cluster
+    record: RunRecord
+    freezes: list[Freeze]
+    kills: list[Kill]
+    starts: dict[tuple, dict]
 
     def t(self, mono: float) -> float:
         return round(mono - self.t0, 3)
@@ -878,12 +990,12 @@ def check_one_state(ctx: Context) -> Check:
                  "than one", [{"id": k, "states": v} for k, v in list(doubles.items())[:20]])
 
 
-def check_parsable(bad_files: list[dict], sampler: Sampler) -> Check:
-    ok = not bad_files and not sampler.problems
+def check_parsable(bad_files: list[dict], record: RunRecord) -> Check:
+    ok = not bad_files and not record.sample_problems
     return Check("job_files_parse", ok,
-                 f"{len(bad_files)} unparsable job files at the end; {len(sampler.problems)} "
-                 f"seen during the chaos ({sampler.reads} reads)",
-                 (bad_files + sampler.problems)[:20])
+                 f"{len(bad_files)} unparsable job files at the end; "
+                 f"{len(record.sample_problems)} seen during the chaos "
+                 f"({record.sample_reads} reads)", (bad_files + record.sample_problems)[:20])
 
 
 def check_runs_vs_attempts(ctx: Context) -> Check:
@@ -931,20 +1043,23 @@ def check_dead_completed(ctx: Context) -> Check:
 
 
 def sweep(runs: list[Execution], end: Callable[[Execution], float]) -> tuple[int, list]:
-    """Max slots in use at once, and the moments in use rose, with who was running."""
+    """Max slots in use at once, and each moment the use rose, with the runs running then.
+    At equal instants ends come first (touching runs do not overlap); runs of no length are
+    left out (their end would sort before their start)."""
+    runs = [r for r in runs if end(r) > r.start]
     events = sorted([(r.start, 1, i) for i, r in enumerate(runs)]
                     + [(end(r), -1, i) for i, r in enumerate(runs)])
-    in_use, peak, running, peaks = 0, 0, set(), []
+    in_use, peak, running, moments = 0, 0, set(), []
     for at, kind, index in events:
         if kind > 0:
             running.add(index)
             in_use += runs[index].slots
-            peaks.append((at, in_use, sorted(running)))
+            moments.append((at, in_use, [runs[i] for i in sorted(running)]))
         else:
             running.discard(index)
             in_use -= runs[index].slots
         peak = max(peak, in_use)
-    return peak, peaks
+    return peak, moments
 
 
 def check_capacity(ctx: Context) -> Check:
@@ -953,7 +1068,7 @@ def check_capacity(ctx: Context) -> Check:
     slack = ctx.settings.slack
     for host in HOSTS:
         runs = [r for r in ctx.runs if r.host == host]
-        capacity = ctx.cluster.capacity[host]
+        capacity = ctx.record.capacity[host]
         peak, _ = sweep(runs, lambda r: r.end)
         hard, moments = sweep(runs, lambda r: r.hard_end(slack))
         hosts[host] = {"capacity": capacity, "max_slots": peak, "max_slots_hard": hard}
@@ -961,8 +1076,7 @@ def check_capacity(ctx: Context) -> Check:
         for at, in_use, running in over[:5]:
             problems.append({"host": host, "t": ctx.t(at), "slots": in_use,
                              "capacity": capacity,
-                             "running": [{"id": runs[i].job, **ctx.run_info(runs[i])}
-                                         for i in running]})
+                             "running": [{"id": r.job, **ctx.run_info(r)} for r in running]})
     return Check("host_capacity", not problems,
                  "max slots in use per host (capacity): " + ", ".join(
                      f"{h} {v['max_slots_hard']}({v['capacity']})" for h, v in hosts.items()),
@@ -987,7 +1101,7 @@ def check_overlaps(ctx: Context) -> Check:
                 item = {"id": job_id, "from": ctx.t(start), "to": ctx.t(stop),
                         "hard": hard > start, "first": ctx.run_info(first),
                         "second": ctx.run_info(second)}
-                freeze = next((f for f in ctx.cluster.freezes if f.pid == first.worker
+                freeze = next((f for f in ctx.freezes if f.pid == first.worker
                                and f.duration >= min_freeze and f.start <= start
                                and stop <= f.end + margin), None)
                 item["explained_by"] = (None if freeze is None else
@@ -1011,11 +1125,18 @@ def check_overlaps(ctx: Context) -> Check:
 def _overlap_context(ctx: Context, first: Execution, at: float) -> list[str]:
     """What happened to the earlier run's worker and its host around the overlap."""
     notes = []
-    for kill in ctx.cluster.kills:
+    if str(first.worker) not in ctx.record.worker_pids:
+        notes.append(f"its task's parent was pid {first.worker}: its worker had died before "
+                     "the task's first line")
+        for kill in ctx.kills:
+            if kill.role == "worker" and kill.host == first.host and \
+                    first.start - 2.0 <= kill.at <= first.start:
+                notes.append(f"{kill.name} pid {kill.pid} was SIGKILLed at {ctx.t(kill.at)}")
+    for kill in ctx.kills:
         if kill.pid == first.worker:
             notes.append(f"its worker {kill.name} pid {kill.pid} was SIGKILLed at "
                          f"{ctx.t(kill.at)}{' while frozen' if kill.frozen else ''}")
-    for freeze in ctx.cluster.freezes:
+    for freeze in ctx.freezes:
         if freeze.pid == first.worker:
             notes.append(f"its worker was frozen {ctx.t(freeze.start)}..{ctx.t(freeze.end)} "
                          f"({freeze.duration:.2f}s, ended by {freeze.ended_by})")
@@ -1088,31 +1209,31 @@ def _tmp_kind(name: str) -> str:
     return name.split(".")[0]
 
 
-def check_daemons(cluster: Cluster, alive_after: list[tuple], watcher: TaskWatcher,
-                  cleanup: list[dict], t0: float) -> Check:
+def check_daemons(ctx: Context) -> Check:
+    record = ctx.record
     problems: list[Any] = []
-    for exit_ in cluster.exits:
-        problems.append({"exited unasked": exit_.name, "pid": exit_.pid, "code": exit_.code,
-                         "t": round(exit_.at - t0, 3), "log": exit_.log_tail})
-    problems += [{"did not stop on SIGTERM": name} for name in cluster.not_stopped]
-    for key in alive_after:
-        start = watcher.starts[key]
-        problems.append({"task alive after shutdown": start["job"], "pid": key[0],
-                         "attempt": start["attempt"], "host": start["host"]})
-    problems += [{"clean-up failed": c} for c in cleanup if c["exit"] != 0]
+    for exit_ in record.exits:
+        problems.append({"exited unasked": exit_["name"], "pid": exit_["pid"],
+                         "code": exit_["code"], "t": ctx.t(exit_["at"]),
+                         "log": exit_["log_tail"]})
+    problems += [{"did not stop on SIGTERM": name} for name in record.not_stopped]
+    for pid, pstart in record.alive_after:
+        start = ctx.starts.get((pid, pstart), {})
+        problems.append({"task alive after shutdown": start.get("job"), "pid": pid,
+                         "attempt": start.get("attempt"), "host": start.get("host")})
+    problems += [{"clean-up failed": c} for c in record.cleanup if c["exit"] != 0]
     return Check("daemons_behave", not problems,
-                 f"{len(cluster.exits)} unasked exits, {len(cluster.not_stopped)} ignored "
-                 f"SIGTERM, {len(alive_after)} tasks alive after shutdown", problems[:20])
+                 f"{len(record.exits)} unasked exits, {len(record.not_stopped)} ignored "
+                 f"SIGTERM, {len(record.alive_after)} tasks alive after shutdown", problems[:20])
 
 
-def _figures(ctx: Context, times: dict[str, float], watcher: TaskWatcher, sampler: Sampler,
-             checks: list[Check]) -> dict:
-    cluster = ctx.cluster
+def _figures(ctx: Context, work: Path, bad_lines: list[str], checks: list[Check]) -> dict:
+    times = ctx.record.times
     lease = ctx.settings.lease_s
     overlaps = next(c for c in checks if c.name == "overlaps_explained").figures
     capacity = next(c for c in checks if c.name == "host_capacity").figures["hosts"]
     tracebacks = {}
-    for log in sorted((cluster.work / "logs").glob("*.log")):
+    for log in sorted((work / "logs").glob("*.log")):
         count = log.read_text(errors="replace").count("Traceback (most recent call last)")
         if count:
             tracebacks[log.stem] = count
@@ -1129,16 +1250,16 @@ def _figures(ctx: Context, times: dict[str, float], watcher: TaskWatcher, sample
         "runs": len(ctx.runs), "reruns": sum(n - 1 for n in counts.elements() if n > 1),
         "jobs_run_n_times": dict(sorted(counts.items())),
         "killed_tasks": sum(1 for r in ctx.runs if r.end_kind == "killed"),
-        "kills": dict(Counter(k.role for k in cluster.kills)),
-        "freezes": dict(Counter(f.role for f in cluster.freezes)),
-        "freezes_past_lease": sum(1 for f in cluster.freezes if f.duration >= lease),
+        "kills": dict(Counter(k.role for k in ctx.kills)),
+        "freezes": dict(Counter(f.role for f in ctx.freezes)),
+        "freezes_past_lease": sum(1 for f in ctx.freezes if f.duration >= lease),
         "overlaps": overlaps,
         "hosts": capacity,
         "tmp_leftovers": next(c for c in checks if c.name == "tmp_holds_no_job_body").figures,
-        "unasked_exits": len(cluster.exits),
+        "unasked_exits": len(ctx.record.exits),
         "tracebacks_in_logs": tracebacks,
-        "ledger_bad_lines": len(watcher.bad_lines),
-        "sampled_reads": sampler.reads,
+        "ledger_bad_lines": len(bad_lines),
+        "sampled_reads": ctx.record.sample_reads,
     }
 
 
@@ -1167,7 +1288,9 @@ def render(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, required=True, help="length of the chaos")
+    parser.add_argument("--minutes", type=float, help="length of the chaos")
+    parser.add_argument("--audit", type=Path, metavar="WORK",
+                        help="audit the run recorded in WORK again (no chaos)")
     parser.add_argument("--dir", type=Path, help="the spool (fresh); default: in --work")
     parser.add_argument("--dir-b", type=Path, help="the same spool through a second mount")
     parser.add_argument("--nfs", action="store_true",
@@ -1178,8 +1301,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=180.0)
     parser.add_argument("--rate", type=float, default=3.0, help="jobs/s per submitter")
     parser.add_argument("--durable", action="store_true", help="fsync (durable = true)")
+    parser.add_argument("--live", action="store_true",
+                        help="run the tree's code as it changes, not a copy taken at the start")
     parser.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     options = parser.parse_args(argv)
+    if options.audit:
+        report = audit(options.audit)
+        print(render(report), file=sys.stderr if options.json else sys.stdout)
+        if options.json:
+            print(json.dumps(report, indent=2, default=str))
+        return 0 if report["ok"] else 1
+    if options.minutes is None:
+        parser.error("--minutes is required (or --audit WORK)")
     if options.nfs:
         name = f"chaos-{options.seed}-{os.getpid()}"
         try:
@@ -1189,7 +1322,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error('--nfs needs SPOOL_NFS_A and SPOOL_NFS_B: eval "$(rig env)"')
     settings = Settings(options.minutes, options.dir, options.dir_b, options.seed, options.work,
                         options.lease, drain_timeout=options.drain_timeout, rate=options.rate,
-                        durable=options.durable)
+                        durable=options.durable, snapshot=not options.live)
     report = run(settings, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(render(report), file=sys.stderr if options.json else sys.stdout)
     if options.json:
