@@ -42,16 +42,19 @@ def format_report(report: Report, repair: bool) -> str:
         lines.append(f"{tag} {where}: {finding.detail} ({finding.action})")
     lines += [f"INFO {_rel(path, root)}: {text}" for path, text in report.info]
     left, fixed = len(report.unrepaired), len(report.problems) - len(report.unrepaired)
+    checked = f"{_count(report.checked, 'job file')} checked in {root}"
     if not report.problems:
-        lines.append(f"OK {report.checked} job files checked in {root}: no problems")
+        lines.append(f"OK {checked}: no problems")
     elif not left:
-        lines.append(f"OK {report.checked} job files checked in {root}: "
-                     f"{fixed} problems repaired")
+        lines.append(f"OK {checked}: {_count(fixed, 'problem')} repaired")
     else:
         hint = "" if repair else "; `spool fsck --repair` fixes what it can"
-        lines.append(f"{report.checked} job files checked in {root}: {left} problems left, "
-                     f"{fixed} repaired{hint}")
+        lines.append(f"{checked}: {_count(left, 'problem')} left, {fixed} repaired{hint}")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _rel(path: object, root: object) -> str:
