@@ -17,6 +17,7 @@ from typing import Callable
 
 from spool.api import Spool
 from spool.claim import try_lock_orphan
+from spool.config import load_config
 from spool.errors import SpoolError
 from spool.files import discard, stage
 from spool.layout import SUBDIRS
@@ -87,7 +88,7 @@ def _layout(sp: Spool, broken: list[tuple[str, str]]) -> list[Finding]:
 
 
 def _config(sp: Spool) -> list[Finding]:
-    config = sp.config
+    config = load_config(sp.layout.config_path)  # not sp.config: that refuses a damaged layout
     return [("OK", f"{sp.layout.config_path}: {len(config.jobs)} job types, "
              f"{len(config.schedules)} schedules")]
 

@@ -63,3 +63,69 @@ def test_errors_name_file_and_key(text, key):
 def test_not_toml_names_the_file():
     with pytest.raises(ConfigError, match="spool.toml: not valid TOML"):
         parse_config("[jobs", P)
+
+
+# -- hostile values: every id a schedule can fire fits a job id; sizes and depths bounded ----
+
+JOB = '[jobs.a]\ncommand = ["x"]\n'
+
+
+def schedule(name: str, spec: str) -> str:
+    return f'[schedules."{name}"]\njob = "a"\n{spec}\n'
+
+
+def test_schedule_names_whose_fire_ids_fit_are_fine():
+    name = "n" * (128 - len("@manual.YYYYMMDDTHHMMSSZ"))  # the longest fire id: 128 chars
+    assert name in parse_config(JOB + schedule(name, 'every = "1m"'), P).schedules
+
+
+@pytest.mark.parametrize("spec", ['every = "1m"', 'cron = "0 2 * * *"'])
+def test_schedule_names_too_long_for_their_fire_ids_are_refused(spec):
+    name = "n" * 105  # 105 + len("@manual.YYYYMMDDTHHMMSSZ") = 129
+    with pytest.raises(ConfigError) as info:
+        parse_config(JOB + schedule(name, spec), P)
+    message = str(info.value)
+    assert f"key 'schedules.{name}'" in message and "129 characters" in message
+    assert "@manual.YYYYMMDDTHHMMSSZ" in message and "shorten" in message
+
+
+def test_after_schedules_count_their_upstream_ids():
+    up, down = "u" * 60, "d" * 38  # d@after.u@manual.STAMP = 38 + 7 + 60 + 24 = 129
+    text = JOB + schedule(up, 'every = "1m"') + schedule(down, f'after = "{up}"')
+    with pytest.raises(ConfigError, match=f"schedules.{down}'.*129 characters"):
+        parse_config(text, P)
+    fits = text.replace(down, down[:-1])
+    assert down[:-1] in parse_config(fits, P).schedules
+
+
+def test_after_cycles_are_refused():
+    text = JOB + schedule("x", 'after = "y"') + schedule("y", 'after = "x"')
+    with pytest.raises(ConfigError, match="cycle.*x -> y -> x"):
+        parse_config(text, P)
+    with pytest.raises(ConfigError, match="cycle"):
+        parse_config(JOB + schedule("self", 'after = "self"'), P)
+
+
+def test_result_and_log_limits_have_defaults_and_bounds():
+    defaults = parse_config("", P).defaults
+    assert (defaults.max_result_bytes, defaults.max_log_bytes) == (1048576, 104857600)
+    set_ = parse_config("[defaults]\nmax_result_bytes = 8388608\nmax_log_bytes = 2048", P)
+    assert (set_.defaults.max_result_bytes, set_.defaults.max_log_bytes) == (8388608, 2048)
+    for key, value in (("max_result_bytes", -1), ("max_log_bytes", 10), ("max_job_bytes", 2**40),
+                       ("max_result_bytes", "1M")):
+        with pytest.raises(ConfigError, match=f"defaults.{key}"):
+            parse_config(f"[defaults]\n{key} = {value!r}".replace("'", '"'), P)
+
+
+def test_sample_lists_the_new_limits():
+    assert "max_result_bytes = 1048576" in SAMPLE_CONFIG
+    assert "max_log_bytes = 104857600" in SAMPLE_CONFIG
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 5000 + "]" * 5000,
+                                  "[jobs.a]\ncommand = [\"x\"]\ntimeout = \"99999999d\"",
+                                  "[jobs.a]\ncommand = [\"x\"]\nmax_attempts = 99999999999",
+                                  "[jobs.\"a\\n\"]\ncommand = [\"x\"]"])
+def test_hostile_config_values_are_config_errors(text):
+    with pytest.raises(ConfigError, match="spool.toml"):
+        parse_config(text, P)
