@@ -3,14 +3,19 @@ host lock (DESIGN §4).
 
 The view holds names only (plus the slots/after/attempts of names it has looked at), so a
 claim costs the same with 100 or 100,000 jobs waiting. It is refreshed from a listing when it
-runs dry or every `refresh` seconds, and fed names from inotify in between.
+runs dry or every `refresh` seconds, and fed names from inotify in between. The view of one
+worker can be stale: a job another worker of this host recorded in the ledger is theirs, even
+when our claiming rename reports ENOENT with the destination in place (§3 rule 4, §4).
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +26,10 @@ from spool.files import list_names
 from spool.layout import is_temporary_name, parse_pending_name
 from spool.ledger import Ledger
 from spool.store import Store
-from spool.timeutil import due_stamp
+from spool.timeutil import due_stamp, format_time
+
+log = logging.getLogger("spool.claim")
+GONE_ERRNOS = (errno.ENOENT, errno.ESTALE)  # the file was moved away: not ours
 
 
 class JobInfo(NamedTuple):
@@ -35,14 +43,29 @@ class JobInfo(NamedTuple):
 
 @dataclass
 class Claimed:
-    """A job this worker now owns: its processing file, held open under flock."""
+    """A job this worker now owns: its processing file, held open under flock (fd None: the
+    file could not be held — a link, a FIFO, unreadable — and `error` says why)."""
 
     path: Path
-    fd: int
+    fd: int | None
     inode: int
     body: dict | None
     attempt: int
     error: str | None = None
+    dev: int | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.path.name.rsplit(".", 2)[0]
+
+    def still_ours(self) -> bool | None:
+        """Whether the processing file is still the one claimed (same inode at the same path);
+        None when that cannot be told now (an I/O error: look again later)."""
+        try:
+            info = os.lstat(self.path)
+        except OSError as exc:
+            return False if exc.errno in GONE_ERRNOS else None
+        return info.st_ino == self.inode and (self.dev is None or info.st_dev == self.dev)
 
 
 class PendingView:
@@ -145,11 +168,16 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     for name in view.due(now):
         if free <= 0 or len(claimed) >= limit:
             break
+        job_id = parse_pending_name(name).id  # type: ignore[union-attr]
+        if job_id in ledger.running:
+            # another worker of this host claimed it (our view is stale), or a task of an
+            # earlier attempt still runs: either way the job is not ours to claim now
+            view.remove(name)
+            continue
         info = view.job_info(name)
         if info is None:
             view.remove(name)
             continue
-        job_id = parse_pending_name(name).id  # type: ignore[union-attr]
         if info.slots > ledger.capacity:
             ledger.unfit[job_id] = info.slots
             continue
@@ -158,39 +186,90 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         attempt = info.attempts + 1
         path = store.claim(name, job_id, attempt, host_dir, now)
         view.remove(name)
-        if path is None:
+        held = hold_processing_file(store, path, attempt, info.valid) if path else None
+        if held is None:
             continue
         ledger.unfit.pop(job_id, None)
-        held = hold_processing_file(store, path, attempt, info.valid)
         ledger.running[job_id] = {"slots": info.slots if held.body else 1, "attempt": attempt,
                                   "worker_pid": worker_pid, "task_pid": None,
-                                  "started_at": now.isoformat()}
+                                  "started_at": format_time(now)}
         free -= ledger.running[job_id]["slots"]
         claimed.append(held)
     return claimed
 
 
-def hold_processing_file(store: Store, path: Path, attempt: int, valid: bool = True) -> Claimed:
-    """Open and flock a just-claimed processing file, and read its body."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    inode = os.fstat(fd).st_ino
+_OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def hold_processing_file(store: Store, path: Path, attempt: int,
+                         valid: bool = True) -> Claimed | None:
+    """Open and flock a just-claimed processing file, and read its body; None when it is not
+    ours after all (gone, or another process holds its flock). A link, a special file or an
+    unreadable file comes back without a descriptor and with the error, to be rejected."""
+    try:
+        fd = os.open(path, _OPEN)  # O_NONBLOCK: a FIFO under a job's name never blocks us
+    except OSError as exc:
+        if exc.errno in GONE_ERRNOS:
+            return None
+        what = "is a symbolic link (never followed)" if exc.errno == errno.ELOOP \
+            else f"cannot be opened: {exc.strerror or exc}"
+        return Claimed(path, None, _lstat_ino(path), None, attempt, f"{path} {what}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            os.close(fd)
+            return None  # another worker's claim (its rename reply reached us as ENOENT)
+        # no locks here at all (ENOLCK): nobody else on this host can lock it either
+        log.warning("cannot flock %s: %s", path, exc)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return Claimed(path, None, info.st_ino, None, attempt,
+                       f"{path} is not a regular file (mode {stat.filemode(info.st_mode)})")
     body, error = None, None
     try:
         body = store.read(path)
-    except (OSError, InvalidInput) as exc:
+    except (OSError, InvalidInput, RecursionError) as exc:
         error = str(exc)
-    return Claimed(path, fd, inode, body, attempt, error)
+    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev)
 
 
-def try_lock_orphan(path: Path) -> int | None:
-    """An fd holding the flock of a processing file whose owner is gone; None if it is held."""
+def _lstat_ino(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        return os.lstat(path).st_ino
+    except OSError:
+        return 0
+
+
+def relock(item: Claimed) -> int | None:
+    """Hold a claimed processing file again after the store closed our descriptor (a settle
+    that failed); None when it is no longer the file we claimed, or someone else holds it."""
+    try:
+        fd = os.open(item.path, _OPEN)
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != item.inode:
+            raise OSError(errno.ESTALE, "replaced", str(item.path))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def try_lock_orphan(path: Path) -> int | None:
+    """An fd holding the flock of a processing file whose owner is gone; None if it is held
+    (or is no regular file: what cannot be locked is not judged by a lock)."""
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
     except OSError:
         os.close(fd)
         return None

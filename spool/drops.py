@@ -13,15 +13,17 @@ lone surrogate in a string.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
+import time
 from datetime import datetime
 from pathlib import Path
 
 from spool.errors import Conflict, InvalidInput
-from spool.files import read_bounded
+from spool.files import list_names, read_bounded
 from spool.job import MAX_DEPTH, normalize, printable, within_depth
-from spool.layout import derived_id, is_valid_id
+from spool.layout import derived_id, is_valid_id, parse_pending_name
 from spool.store import Store
 from spool.timeutil import format_time, from_timestamp
 
@@ -30,15 +32,29 @@ DROP_SETTLE = 5.0
 
 def adopt_drops(store: Store, now: datetime) -> list[str]:
     """Adopt or reject every drop in pending/; returns the ids that entered a state."""
-    ids = []
-    for name in store.drop_names():
-        job_id = adopt_drop(store, name, now)
+    return adopt_pass(store, now, store.drop_names())[0]
+
+
+def adopt_pass(store: Store, now: datetime, names: list[str],
+               until: float = math.inf) -> tuple[list[str], list[str]]:
+    """Adopt or reject the drops `names` until the monotonic time `until`: (ids that entered
+    a state, names not looked at). A worker bounds each pass so that a burst of thousands of
+    drops never delays its heartbeats (DESIGN §4); pending/ is listed once per pass."""
+    ids: list[str] = []
+    pending_ids = {parsed.id for name in list_names(store.layout.pending)
+                   if (parsed := parse_pending_name(name))}
+    for index, name in enumerate(names):
+        if index and time.monotonic() >= until:
+            return ids, names[index:]
+        job_id = adopt_drop(store, name, now, pending_ids)
         if job_id:
             ids.append(job_id)
-    return ids
+            pending_ids.add(job_id)
+    return ids, []
 
 
-def adopt_drop(store: Store, name: str, now: datetime) -> str | None:
+def adopt_drop(store: Store, name: str, now: datetime,
+               pending_ids: set[str] | None = None) -> str | None:
     """Adopt or reject one drop; None when it is still young, or another process took it."""
     path = store.layout.pending / name
     try:
@@ -62,7 +78,8 @@ def adopt_drop(store: Store, name: str, now: datetime) -> str | None:
     if normal is not None:
         try:
             token = f"drop:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
-            store.adopt(hold, normal, now, exclusive_id=chosen, token=token)
+            store.adopt(hold, normal, now, exclusive_id=chosen, token=token,
+                        pending_ids=pending_ids)
             return job_id
         except Conflict as exc:
             problem = str(exc)

@@ -1,15 +1,18 @@
-"""Running one attempt in its own process group, with its log, environment and result.
+"""Running one attempt in its own process group, with its environment and result.
 
 `command` job types are executed directly (no shell): args as JSON on stdin and in
 `SPOOL_ARGS`, `{name}` items of argv replaced by that argument (each stays one argv item).
 `handler` job types are called in a child forked from the worker, which imported the handler
-module once, so an attempt pays no interpreter start. Exit 0 completed, 100 cancelled,
-anything else failed; a handler's return value (or a command's `$SPOOL_RESULT` file) is the
-job's result.
+module once, so an attempt pays no interpreter start; its stdin is /dev/null. Exit 0 completed,
+100 cancelled, anything else failed; a handler's return value (or a command's `$SPOOL_RESULT`
+file) is the job's result, at most `max_result_bytes`. The result lives at a private name in
+tmp/ (`result,HOST,PID,RAND,ID.N`): a handler child creates it with O_EXCL|O_NOFOLLOW and the
+worker reads it without following a link, so nothing planted there is ever written or read.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -25,10 +28,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spool.config import JobType
-from spool.errors import Cancel, InvalidInput
-from spool.timeutil import format_time
+from spool.errors import Cancel, InvalidInput, SpoolError
+from spool.files import discard, read_bounded
 
 EXIT_CANCELLED = 100
+_RESULT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class StartError(SpoolError):
+    """An attempt could not be started (a handler that does not import): retried."""
 
 
 @dataclass
@@ -43,7 +51,7 @@ class Attempt:
     started_at: datetime
     popen: subprocess.Popen | None = None
     exit_code: int | None = None
-    stop_reason: str | None = None  # "timeout", "cancelled", "interrupted"
+    stop_reason: str | None = None  # "timeout", "cancelled", "interrupted", "taken"
     killed_at: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -79,11 +87,15 @@ def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
         raise InvalidInput(f"command {list(command)} needs object args, got {args!r}")
     mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in args.items()}
     try:
-        return [item.format_map(mapping) for item in command]
+        argv = [item.format_map(mapping) for item in command]
     except KeyError as exc:
         raise InvalidInput(f"command {list(command)} needs argument {exc.args[0]!r}") from None
     except (ValueError, IndexError) as exc:
         raise InvalidInput(f"command {list(command)} has a bad placeholder: {exc}") from None
+    for item in argv:
+        if "\0" in item:  # exec(2) cannot pass it: retrying will not help
+            raise InvalidInput(f"argv item {item!r} contains a NUL character")
+    return argv
 
 
 def attempt_env(spool_dir: Path, body: dict, attempt: int, result_path: Path,
@@ -96,18 +108,10 @@ def attempt_env(spool_dir: Path, body: dict, attempt: int, result_path: Path,
     return env
 
 
-def open_log(log_path: Path, body: dict, attempt: int, host: str, now: datetime) -> int:
-    """The job's log, opened for appending, after this attempt's header line."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    header = (f"=== spool: attempt {attempt} of job {body['id']} ({body['job']}) on {host} "
-              f"at {format_time(now)} ===\n")
-    os.write(fd, header.encode())
-    return fd
-
-
-def start_command(argv: list[str], env: dict[str, str], log_fd: int, args: Any) -> subprocess.Popen:
+def start_command(argv: list[str], env: dict[str, str], out_fd: int,
+                  args: Any) -> subprocess.Popen:
     """Execute argv directly in a new session; args go to stdin as JSON."""
-    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log_fd, stderr=log_fd, env=env,
+    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_fd, stderr=out_fd, env=env,
                              start_new_session=True, close_fds=True)
     payload = json.dumps(args).encode()
     if len(payload) < 60000:  # fits the pipe buffer: no thread needed
@@ -117,20 +121,19 @@ def start_command(argv: list[str], env: dict[str, str], log_fd: int, args: Any) 
     return popen
 
 
-def start_attempt(spool_dir: Path, tmp_dir: Path, body: dict, jtype: JobType, number: int,
-                  log_fd: int, now: datetime,
-                  handler: Callable[[JobType], Callable[..., Any]]) -> Attempt:
-    """Start attempt `number` of the job in `body`; its output goes to `log_fd`."""
-    job_id = body["id"]
-    result_path = tmp_dir / f"{job_id}.{number}.result"
+def start_attempt(spool_dir: Path, result_path: Path, body: dict, jtype: JobType, number: int,
+                  out_fd: int, now: datetime, handler: Callable[[JobType], Callable[..., Any]],
+                  max_result: int) -> Attempt:
+    """Start attempt `number` of the job in `body`; its output goes to `out_fd`."""
     env = attempt_env(spool_dir, body, number, result_path, jtype)
-    attempt = Attempt(job_id, number, 0, result_path, time.monotonic(), now)
+    attempt = Attempt(body["id"], number, 0, result_path, time.monotonic(), now)
     if jtype.command:
         argv = expand_argv(jtype.command, body.get("args"))
-        attempt.popen = start_command(argv, env, log_fd, body.get("args"))
+        attempt.popen = start_command(argv, env, out_fd, body.get("args"))
         attempt.pid = attempt.popen.pid
     else:
-        attempt.pid = start_handler(handler(jtype), body.get("args"), env, log_fd, result_path)
+        attempt.pid = start_handler(handler(jtype), body.get("args"), env, out_fd, result_path,
+                                    max_result)
     return attempt
 
 
@@ -144,16 +147,22 @@ def _feed(popen: subprocess.Popen, payload: bytes) -> None:
 
 
 def load_handler(spec: str) -> Callable[..., Any]:
-    """The function named `package.module:function` (imported once, in the worker)."""
+    """The function named `package.module:function` (imported once, in the worker). Whatever
+    importing the module raises is a StartError naming it: a deploy may fix it."""
     module_name, _, name = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidInput(f"handler {spec!r} cannot be loaded: {exc}") from None
+        module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of foreign code
+        raise StartError(f"handler {spec!r}: module {module_name!r} cannot be imported: "
+                         f"{type(exc).__name__}: {exc}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise StartError(f"handler {spec!r}: module {module_name!r} has no function {name!r}")
+    return function
 
 
-def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], log_fd: int,
-                  result_path: Path) -> int:
+def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], out_fd: int,
+                  result_path: Path, max_result: int) -> int:
     """Fork a child in its own session that calls `function(args)` and exits with its outcome."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -167,14 +176,16 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
         # drop the worker's descriptors, above all the flocked processing files: a task must
         # not keep its worker's locks alive after the worker died
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.environ.clear()
         os.environ.update(env)
-        code = _call(function, args, result_path)
+        code = _call(function, args, result_path, max_result)
     except BaseException:  # noqa: BLE001 - the child must always exit here
         traceback.print_exc()
     finally:
@@ -183,7 +194,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os._exit(code)
 
 
-def _call(function: Callable[..., Any], args: Any, result_path: Path) -> int:
+def _call(function: Callable[..., Any], args: Any, result_path: Path, max_result: int) -> int:
     try:
         if isinstance(args, dict):
             value = function(**args)
@@ -200,22 +211,40 @@ def _call(function: Callable[..., Any], args: Any, result_path: Path) -> int:
         traceback.print_exc()
         return 1
     if value is not None:
-        result_path.write_text(json.dumps(value, default=str))
+        write_result(result_path, json.dumps(value, default=str).encode(), max_result)
     return 0
 
 
-def read_result(result_path: Path) -> Any:
-    """The JSON the attempt left at `SPOOL_RESULT`, then the file is removed."""
+def write_result(path: Path, data: bytes, max_result: int) -> None:
+    """Create the result file afresh (whatever stands there is unlinked first, never followed);
+    past `max_result` only one byte more is written, enough for the worker to refuse it."""
+    discard(path)
+    fd = os.open(path, _RESULT_FLAGS, 0o600)
     try:
-        text = result_path.read_text()
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
+        view = memoryview(data)[:max_result + 1]
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def read_result(result_path: Path, max_result: int) -> tuple[Any, str | None]:
+    """(result, error): the JSON the attempt left at `SPOOL_RESULT`, never read through a link
+    nor past `max_result` bytes; the file is removed either way."""
+    try:
+        data = read_bounded(result_path, max_result)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            return None, f"result is larger than max_result_bytes ({max_result} bytes)"
+        return None, f"result file {result_path} cannot be read: {exc.strerror or exc}"
     finally:
         try:
-            os.unlink(result_path)
-        except FileNotFoundError:
-            pass
+            discard(result_path)
+        except OSError:
+            pass  # the scratch sweep of recover_holds clears it later
     try:
-        return json.loads(text)
-    except ValueError:
-        return text.strip()
+        return json.loads(data), None
+    except (ValueError, RecursionError):  # a command may write plain text
+        return data.decode("utf-8", "replace").strip(), None

@@ -1,16 +1,21 @@
 """Per-host slot accounting: `hosts/<host>.json`, guarded by `hosts/<host>.lock` (filelock).
 
 `{host, capacity, workers: {pid: {boot_id, started_at}}, running: {id: {slots, attempt,
-worker_pid, task_pid, started_at}}, unfit: {id: slots}}`. Only processes of this host write it,
-always under the lock and by write-then-rename; other hosts read it as a hint. Entries of
-processes that are gone (pid not alive, or another boot) are dropped whenever it is loaded, and
-`running` is checked against `processing/<host>/`, so a crash never leaks slots for good.
+worker_pid, task_pid, task_start, task_boot, started_at}}, unfit: {id: slots}}`. Only processes
+of this host write it, always under the lock and by write-then-rename; other hosts read it as a
+hint. Whenever it is loaded, workers that are gone (pid not alive, or another boot) are dropped
+and the tasks they left running are stopped. Slots are held by processes, not by files
+(DESIGN §4): an entry stays while its task process lives (pid and start time), even when the
+job's file was taken away, and otherwise only while its worker lives and the file is still in
+`processing/<host>/` — so a host never runs more than its capacity, and a crash never leaks
+slots for good.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 from contextlib import contextmanager
@@ -20,8 +25,10 @@ from typing import Iterator
 
 from filelock import FileLock
 
-from spool.files import list_names, replace_file
+from spool.files import file_mode, list_names, read_bounded, replace_file
 from spool.layout import Layout, parse_processing_name
+
+log = logging.getLogger("spool.ledger")
 
 
 def boot_id() -> str:
@@ -32,13 +39,29 @@ def boot_id() -> str:
         return ""
 
 
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first); [] when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def process_start(pid: int) -> str | None:
     """The start time of process `pid` in clock ticks since boot (Linux): with the pid, an
     identity that a reused pid cannot fake."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else None
+
+
+def task_alive(entry: dict, boot: str) -> bool:
+    """Whether the task process recorded in a running entry still runs (a zombie does not):
+    the same pid with the same start time, in this boot."""
+    pid, start = entry.get("task_pid"), entry.get("task_start")
+    if not isinstance(pid, int) or not start or entry.get("task_boot", boot) != boot:
+        return False
+    fields = _proc_stat(pid)
+    return len(fields) > 19 and fields[19] == start and fields[0] != "Z"
 
 
 def pid_alive(pid: int) -> bool:
@@ -51,13 +74,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stop_orphaned_task(entry: dict) -> None:
+def stop_orphaned_task(entry: dict, boot: str) -> None:
     """Kill the process group of a task whose worker died (kill -9), so that the job's
     recovery does not run it twice at once. Only the very process recorded is signalled."""
-    pid, start = entry.get("task_pid"), entry.get("task_start")
-    if isinstance(pid, int) and start and process_start(pid) == start:
+    if task_alive(entry, boot):
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(entry["task_pid"], signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -71,6 +93,7 @@ class Ledger:
     workers: dict[str, dict] = field(default_factory=dict)
     running: dict[str, dict] = field(default_factory=dict)
     unfit: dict[str, int] = field(default_factory=dict)
+    gone: dict[str, dict] = field(default_factory=dict)  # entries this load dropped (not saved)
 
     @property
     def used(self) -> int:
@@ -93,7 +116,8 @@ class HostLedger:
         self.host = host
         self.durable = durable
         self.path = layout.hosts / f"{host}.json"
-        self.lock = FileLock(str(layout.hosts / f"{host}.lock"))
+        self.mode = file_mode(layout.root)
+        self.lock = FileLock(str(layout.hosts / f"{host}.lock"), mode=self.mode)
         self.boot = boot_id()
 
     @contextmanager
@@ -109,19 +133,24 @@ class HostLedger:
             after = ledger.to_dict()
             if after != before or not self.path.exists():
                 replace_file(self.path, json.dumps(after, separators=(",", ":")).encode(),
-                             self.layout.tmp, self.durable, host=self.host)
+                             self.layout.tmp, self.durable, host=self.host, mode=self.mode)
 
     def touch(self) -> None:
         """Refresh the ledger's mtime: the host heartbeat that `status` shows."""
         try:
-            os.utime(self.path)
+            os.utime(self.path, follow_symlinks=False)
         except FileNotFoundError:
             pass
 
     def _load(self, capacity: int | None) -> Ledger:
-        try:
-            data = json.loads(self.path.read_bytes())
-        except (FileNotFoundError, ValueError):
+        try:  # never through a link a group member planted
+            data = json.loads(read_bounded(self.path, 64 << 20))
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError, RecursionError) as exc:
+            log.error("ledger %s is unreadable, starting it afresh: %s", self.path, exc)
+            data = {}
+        if not isinstance(data, dict):
             data = {}
         return Ledger(self.host, capacity or data.get("capacity") or os.cpu_count() or 1,
                       data.get("workers", {}), data.get("running", {}), data.get("unfit", {}))
@@ -131,9 +160,15 @@ class HostLedger:
                           if info.get("boot_id") == self.boot and pid_alive(int(pid))}
         for entry in ledger.running.values():
             if str(entry.get("worker_pid")) not in ledger.workers:
-                stop_orphaned_task(entry)
+                stop_orphaned_task(entry, self.boot)
         on_disk = {parsed for name in list_names(self.layout.host_processing(self.host))
                    if (parsed := parse_processing_name(name))}
-        ledger.running = {job_id: entry for job_id, entry in ledger.running.items()
-                          if str(entry.get("worker_pid")) in ledger.workers
-                          and (job_id, entry.get("attempt")) in on_disk}
+        kept: dict[str, dict] = {}
+        for job_id, entry in ledger.running.items():
+            if task_alive(entry, self.boot) or (
+                    str(entry.get("worker_pid")) in ledger.workers
+                    and (job_id, entry.get("attempt")) in on_disk):
+                kept[job_id] = entry
+            else:
+                ledger.gone[job_id] = entry
+        ledger.running = kept

@@ -24,7 +24,11 @@ class Decision:
 
 def backoff_delay(backoff: Backoff, attempt: int, u: float) -> float:
     """Seconds to wait before retrying after attempt `attempt` (1-based); u in [-1, 1]."""
-    base = min(backoff.max, backoff.base * backoff.factor ** max(0, attempt - 1))
+    try:
+        grown = backoff.base * backoff.factor ** max(0, attempt - 1)
+    except OverflowError:  # a large factor or attempt number: the cap applies long before
+        grown = backoff.max
+    base = min(backoff.max, grown)
     return max(0.0, base * (1 + u * backoff.jitter))
 
 

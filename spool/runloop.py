@@ -1,5 +1,12 @@
-"""The worker's event loop: select on a signal wake-up pipe and inotify, run `step`, and run
-companion daemons (cron, reaper) from the same loop for `spool run`."""
+"""The worker's event loop: select on a signal wake-up pipe, inotify and the output pipes of
+running attempts, run `step`, and run companion daemons (cron, reaper) from the same loop for
+`spool run`.
+
+The loop never exits on a fault (DESIGN §7): a start-up that fails (a full disk, no free
+inodes, EACCES on the host lock) is logged with the path and retried with backoff, a step that
+fails is logged and retried; only SIGTERM/SIGINT (or a burst worker with nothing left) end it.
+SIGSTOP/SIGCONT and interrupted waits are just wake-ups.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,11 @@ from typing import TYPE_CHECKING, Callable
 from spool.inotify import make_watcher
 
 if TYPE_CHECKING:
+    from spool.output import Output
     from spool.worker import Worker
 
 log = logging.getLogger("spool.worker")
+START_BACKOFF_MAX = 30.0
 
 
 @dataclass
@@ -40,20 +49,104 @@ class Companion:
             self.due_at = mono + 5.0
 
 
+class Loop:
+    """The selector and the signal wake-up pipe of one worker."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.outputs: dict[int, Output] = {}
+
+    def add_watcher(self) -> None:
+        worker = self.worker
+        worker.watcher = make_watcher(worker.store.layout.pending, worker.store.layout.cancel)
+        if worker.watcher:
+            self.selector.register(worker.watcher.fd, selectors.EVENT_READ, "watch")
+
+    def wait(self, timeout: float, full: bool = False) -> bool:
+        """Wait up to `timeout` for a wake-up (`full`: for the whole of it, unless a stop is
+        requested); output of running attempts is copied to their logs meanwhile without
+        ending the wait. False when the wait timed out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._sync_outputs()
+            events = self.selector.select(max(0.0, deadline - time.monotonic()))
+            woken = False
+            for key, _ in events:
+                if key.data == "output":
+                    self.worker.attempts.drain(key.fd)
+                elif key.data == "wake":
+                    self._empty_wake_pipe()
+                    woken = True
+                else:
+                    woken = True
+                    for directory, name in self.worker.watcher.read():  # type: ignore[union-attr]
+                        if directory == self.worker.store.layout.pending:
+                            self.worker.view.add(name)
+            if time.monotonic() >= deadline or (woken and (not full or self.worker.stopping)):
+                return woken
+
+    def _sync_outputs(self) -> None:
+        """Wait on the pipes of the attempts running now (a closed pipe's number may come back
+        as another attempt's: registrations are matched by object, not number)."""
+        current = self.worker.attempts.output_fds()
+        for fd, output in list(self.outputs.items()):
+            if current.get(fd) is not output:
+                self.selector.unregister(fd)
+                del self.outputs[fd]
+        for fd, output in current.items():
+            if fd not in self.outputs:
+                self.selector.register(fd, selectors.EVENT_READ, "output")
+                self.outputs[fd] = output
+
+    def _empty_wake_pipe(self) -> None:
+        while True:
+            try:
+                if not os.read(self.wake_r, 512):
+                    return
+            except BlockingIOError:
+                return
+
+    def close(self) -> None:
+        self.selector.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        if self.worker.watcher:
+            self.worker.watcher.close()
+
+
+def start_worker(worker: Worker, loop: Loop, clock: Callable[[], datetime]) -> bool:
+    """`worker.start`, retried with backoff while the filesystem refuses it; False when a stop
+    was requested meanwhile."""
+    failures = 0
+    while not worker.stopping:
+        try:
+            worker.start(clock())
+            return True
+        except Exception as exc:  # noqa: BLE001 - full disk, EACCES, EIO...: wait, never exit
+            failures += 1
+            wait = min(START_BACKOFF_MAX, 0.5 * 2 ** failures)
+            log.error("worker cannot start (retry in %gs): %s", wait, exc,
+                      exc_info=not isinstance(exc, OSError))
+            loop.wait(wait, full=True)
+    return False
+
+
 def run_worker(worker: Worker, clock: Callable[[], datetime]) -> int:
     """Loop `worker.step` until stopped, sleeping until a child exits, a name appears or a
     deadline passes; signals arrive through a wake-up pipe."""
-    worker.watcher = make_watcher(worker.store.layout.pending, worker.store.layout.cancel)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    old_fd = signal.set_wakeup_fd(wake_w)
+    loop = Loop(worker)
+    old_fd = signal.set_wakeup_fd(loop.wake_w)
     previous = {sig: signal.signal(sig, worker.on_signal)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)}
-    selector = selectors.DefaultSelector()
-    selector.register(wake_r, selectors.EVENT_READ)
-    if worker.watcher:
-        selector.register(worker.watcher.fd, selectors.EVENT_READ)
+    started = False
     try:
-        worker.start(clock())
+        loop.add_watcher()
+        started = start_worker(worker, loop, clock)
+        if not started:
+            return 0
         worker.notifier.send("READY=1", f"STATUS=capacity {worker.capacity} slots")
         while True:
             try:
@@ -61,35 +154,21 @@ def run_worker(worker: Worker, clock: Callable[[], datetime]) -> int:
                     break
             except OSError as exc:  # a filesystem fault: log, back off, carry on
                 log.error("filesystem error, retrying: %s", exc)
-                time.sleep(min(5.0, worker.config.defaults.poll))
+                loop.wait(min(5.0, worker.config.defaults.poll), full=True)
             except Exception:  # noqa: BLE001 - the outermost loop: log, back off, carry on
                 log.exception("worker step failed; retrying")
-                time.sleep(1.0)
+                loop.wait(1.0, full=True)
             for companion in worker.companions if not worker.stopping else ():
                 companion.tick(clock(), time.monotonic())
             if worker.reload_requested:
                 worker.reload_requested = False
                 worker.reload()
-            for key, _ in selector.select(worker.next_wake(clock())):
-                if key.fd == wake_r:
-                    while True:
-                        try:
-                            if not os.read(wake_r, 512):
-                                break
-                        except BlockingIOError:
-                            break
-                elif worker.watcher:
-                    for directory, name in worker.watcher.read():
-                        if directory == worker.store.layout.pending:
-                            worker.view.add(name)
+            loop.wait(worker.next_wake(clock()))
     finally:
-        worker.shutdown(clock())
+        if started:
+            worker.shutdown(clock())
         signal.set_wakeup_fd(old_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        selector.close()
-        os.close(wake_r)
-        os.close(wake_w)
-        if worker.watcher:
-            worker.watcher.close()
+        loop.close()
     return 0

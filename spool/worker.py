@@ -1,11 +1,12 @@
 """`spool worker`: claim due jobs within this host's free slots and run each attempt.
 
-One worker process runs several attempts at once, each a child in its own process group.
-`step(now)` is one iteration — collect ended attempts and settle them, enforce timeouts,
-cancel requests and heartbeats, adopt drops, claim what fits — and `run()` loops it, sleeping
-until a child exits, a name appears in pending/ (inotify) or the next deadline. Liveness: the
-worker holds an flock on each processing file it runs; this host's orphans (flock free) are
-recovered at start and on every heartbeat.
+One worker process runs several attempts at once, each a child in its own process group
+(`spool.attempts`). `step(now)` is one iteration — collect ended attempts and settle them,
+enforce timeouts, cancel requests, ownership and heartbeats, adopt drops for a bounded time,
+claim what fits — and `run()` loops it (`spool.runloop`). Liveness: the worker holds an flock on
+each processing file it runs; this host's orphans (flock free) are recovered at start and on
+every heartbeat. Nothing is claimed or recovered while `processing/<host>` is not a real
+directory (a link a group member planted would send job files out of the spool).
 """
 
 from __future__ import annotations
@@ -13,42 +14,29 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from spool.api import Spool
-from spool.claim import (Claimed, PendingView, claim_due, dependencies_met,
-                         try_lock_orphan)
-from spool.config import Config, JobType
-from spool.drops import adopt_drops
-from spool.errors import InvalidInput, SpoolError
-from spool.job import normalize
-from spool.execution import Attempt, load_handler, open_log, read_result, start_attempt
+from spool.attempts import Attempts, Running
+from spool.claim import Claimed, PendingView, claim_due, dependencies_met, try_lock_orphan
+from spool.config import Config
+from spool.drops import adopt_pass
+from spool.errors import SpoolError
 from spool.inotify import Watcher
-from spool.ledger import HostLedger, Ledger, process_start
+from spool.layout import parse_processing_name
+from spool.ledger import HostLedger, Ledger, process_start, task_alive
 from spool.notify import Notifier
-from spool.recovery import invalid_record, recover_holds, recover_orphan, settle
+from spool.recovery import recover_holds, recover_orphan
 from spool.timeutil import due_stamp, format_time, parse_due
 
 if TYPE_CHECKING:
     from spool.runloop import Companion
 
 log = logging.getLogger("spool.worker")
-
-
-@dataclass
-class Running:
-    """An attempt this worker is running."""
-
-    claimed: Claimed
-    body: dict
-    jtype: JobType
-    attempt: Attempt
-    log_fd: int
-    deadline: float
-    beat_at: float
 
 
 class Worker:
@@ -64,8 +52,7 @@ class Worker:
         self.pid = os.getpid()
         self.ledger = HostLedger(self.store.layout, spool.host, self.config.defaults.durable)
         self.view = PendingView(self.store)
-        self.running: dict[str, Running] = {}
-        self.handlers: dict[str, object] = {}
+        self.attempts = Attempts(self.store, self.pid)
         self.stopping = False
         self.stop_at: float | None = None
         self.signals = 0
@@ -74,37 +61,81 @@ class Worker:
         self.beat_at = 0.0
         self.companions = companions or []
         self.watcher: Watcher | None = None
+        self.hints: dict[tuple[str, object], object] = {}  # started_at of pruned entries
+
+    @property
+    def running(self) -> dict[str, Running]:
+        return self.attempts.running
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self, now: datetime) -> None:
         """Register in the ledger and recover this host's orphans."""
-        self.store.layout.host_processing(self.spool.host).mkdir(parents=True, exist_ok=True)
-        with self.ledger.locked(self.capacity) as ledger:
+        host_dir = self.store.layout.host_processing(self.spool.host)
+        try:
+            os.mkdir(host_dir, 0o775 if self.store.mode & 0o020 else 0o755)
+        except FileExistsError:
+            pass
+        usable = self.host_dir_ok(report=True)
+        with self._locked(self.capacity) as ledger:
             ledger.workers[str(self.pid)] = {"boot_id": self.ledger.boot,
                                              "started_at": format_time(now)}
             self.capacity = ledger.capacity
-            self.recover_orphans(now)
+            if usable:
+                self.recover_orphans(now, ledger)
         recover_holds(self.store, now)
         self.view.refresh(time.monotonic())
         log.info("worker %d on host %s: capacity %d slots", self.pid, self.spool.host,
                  self.capacity)
 
-    def recover_orphans(self, now: datetime) -> int:
+    def host_dir_ok(self, report: bool = False) -> bool:
+        """Whether `processing/<host>` is a real directory (lstat: a link is refused)."""
+        path = self.store.layout.host_processing(self.spool.host)
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as exc:
+            if report:
+                log.error("%s cannot be checked: %s; claiming nothing", path, exc)
+            return False
+        if stat.S_ISDIR(mode):
+            return True
+        if report:
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+            log.error("%s is %s, not this host's processing directory: claiming nothing until "
+                      "it is a real directory", path, what)
+        return False
+
+    @contextmanager
+    def _locked(self, capacity: int | None = None) -> Iterator[Ledger]:
+        """The ledger under the host lock; notes when each pruned entry's attempt started."""
+        with self.ledger.locked(capacity) as ledger:
+            for job_id, entry in ledger.gone.items():
+                self.hints[(job_id, entry.get("attempt"))] = entry.get("started_at")
+            yield ledger
+
+    def recover_orphans(self, now: datetime, ledger: Ledger) -> int:
         """Requeue or finish processing files of this host whose flock is free (under lock)."""
         recovered = 0
         for path in list(self.store.processing_paths(self.spool.host)):
-            if path.name.rsplit(".", 2)[0] in self.running:
+            parsed = parse_processing_name(path.name)
+            if not parsed or parsed[0] in self.running or parsed[0] in self.attempts.unsettled:
                 continue
             fd = try_lock_orphan(path)
             if fd is None:
                 continue
+            entry = ledger.running.get(parsed[0])
+            started = entry.get("started_at") if entry and entry.get("attempt") == parsed[1] \
+                else self.hints.get(parsed)
             try:
-                where = recover_orphan(self.store, path, now, inode=os.fstat(fd).st_ino)
+                where = recover_orphan(self.store, path, now, inode=os.fstat(fd).st_ino,
+                                       started_at=started if isinstance(started, str) else None)
                 log.warning("recovered orphan %s -> %s", path.name, where)
                 recovered += 1
+            except OSError as exc:
+                log.error("cannot recover orphan %s: %s", path, exc)
             finally:
                 os.close(fd)
+        self.hints.clear()
         return recovered
 
     def request_stop(self) -> None:
@@ -122,7 +153,7 @@ class Worker:
         except SpoolError as exc:
             log.error("reload failed, keeping the old config: %s", exc)
             return
-        self.handlers.clear()
+        self.attempts.handlers.clear()
         log.info("reloaded %s", self.store.layout.config_path)
 
     # -- one iteration -------------------------------------------------------------------
@@ -130,33 +161,52 @@ class Worker:
     def step(self, now: datetime) -> bool:
         """One iteration; False when the worker should exit."""
         mono = time.monotonic()
-        ended = self.collect(now)
-        self.supervise(now, mono)
+        self.attempts.collect(now)
+        stop_due = self.stopping and self.stop_at is not None and mono >= self.stop_at
+        self.attempts.supervise(mono, stop_due, self.signals > 1)
+        self.attempts.retry_unsettled(now, mono)
         if self.stopping:
-            if ended:
-                with self.ledger.locked() as ledger:
-                    for job_id in ended:
-                        ledger.running.pop(job_id, None)
-            return bool(self.running)
-        if self.view.drops:
-            adopt_drops(self.store, now)
-            self.view.drops.clear()
-            self.view.refresh(mono)
+            if self.attempts.ended:
+                self._guarded("ledger", self.sync_ledger)
+            return bool(self.running) or (bool(self.attempts.unsettled) and not stop_due)
+        self.adopt(now)
         if mono - self.view.refreshed_at > self.config.defaults.refresh or not self.view.names:
             if mono - self.view.refreshed_at > min(self.config.defaults.poll, 1.0):
                 self.view.refresh(mono)
-        self.claim_and_start(now, ended)
+        self._guarded("claim", lambda: self.claim_and_start(now))
         if mono - self.beat_at >= self.config.defaults.heartbeat:
-            self.beat(now, mono)
-        if self.burst and not self.running and not self._anything_due(now):
+            self._guarded("heartbeat", lambda: self.beat(now, mono))
+        if self.burst and not self.running and not self.attempts.unsettled \
+                and not self._anything_due(now):
             return False
         return True
 
+    @staticmethod
+    def _guarded(what: str, action: Callable[[], None]) -> None:
+        """One phase of a step: a filesystem fault is logged and the step goes on, so that a
+        full disk never stops heartbeats or the other phases."""
+        try:
+            action()
+        except OSError as exc:
+            log.error("%s: filesystem error, retrying: %s", what, exc)
+
+    def adopt(self, now: datetime) -> bool:
+        """Adopt drops for at most a quarter of a heartbeat (DESIGN §4: a burst of thousands
+        of drops must not delay heartbeats); the rest waits for the next step. True when
+        drops are left for it."""
+        if not self.view.drops:
+            return False
+        until = time.monotonic() + max(0.02, self.config.defaults.heartbeat / 4)
+        _, self.view.drops = adopt_pass(self.store, now, self.view.drops, until)
+        if not self.view.drops:
+            self.view.refresh(time.monotonic())
+            self.view.drops = []  # what is left was seen just now (young or taken): later
+        return bool(self.view.drops)
+
     def _anything_due(self, now: datetime) -> bool:
         self.view.refresh(time.monotonic())
-        if self.view.drops:
-            adopt_drops(self.store, now)
-            self.view.refresh(time.monotonic())
+        if self.adopt(now):
+            return True
         with self.ledger.locked() as ledger:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
@@ -165,161 +215,82 @@ class Worker:
                     return True
         return False
 
-    def claim_and_start(self, now: datetime, ended: list[str]) -> None:
-        free_slots_possible = self.capacity or 1
+    def claim_and_start(self, now: datetime) -> None:
+        """Claim what fits under the host lock, then start each claimed attempt."""
+        usable = self.view.names and not self.attempts.unsettled and self.host_dir_ok()
         claimed: list[Claimed] = []
-        with self.ledger.locked() as ledger:
-            for job_id in ended:
-                ledger.running.pop(job_id, None)
-            self._record_tasks(ledger)
-            if self.view.names and ledger.free > 0:
-                claimed = claim_due(self.store, self.view, ledger, now, self.pid,
-                                    free_slots_possible)
+        try:
+            with self._locked() as ledger:
+                self._forget(ledger)
+                self._record_tasks(ledger)
+                if usable and ledger.free > 0:
+                    claimed = claim_due(self.store, self.view, ledger, now, self.pid,
+                                        self.capacity or 1)
+        except OSError as exc:  # the ledger could not be saved (a full disk)
+            if not claimed:
+                raise
+            refuse = f"cannot record the claim in {self.ledger.path}: {exc}"
+            log.error("%s", refuse)
+            for item in claimed:  # unaccounted, so never started: ended at once
+                self.attempts.launch(item, now, refuse=refuse)
+            return
         for item in claimed:
-            self.launch(item, now)
+            self.attempts.launch(item, now)
+        if claimed and self.running:
+            self.sync_ledger()  # record the new tasks' pids at once
+
+    def sync_ledger(self) -> None:
+        """Under the lock: forget ended attempts and record running tasks."""
+        with self._locked() as ledger:
+            self._forget(ledger)
+            self._record_tasks(ledger)
+
+    def _forget(self, ledger: Ledger) -> None:
+        """Drop this worker's entries of attempts that are over (not a later claim's)."""
+        for job_id, attempt in self.attempts.ended:
+            entry = ledger.running.get(job_id)
+            if entry and entry.get("worker_pid") == self.pid and entry.get("attempt") == attempt:
+                del ledger.running[job_id]
+        self.attempts.ended.clear()
 
     def beat(self, now: datetime, mono: float) -> None:
         """Heartbeat: ledger mtime, orphan check, systemd status."""
         self.beat_at = mono
-        with self.ledger.locked() as ledger:
+        usable = self.host_dir_ok(report=True)
+        with self._locked() as ledger:
+            self._forget(ledger)
             self._record_tasks(ledger)
-            self.recover_orphans(now)
+            if usable:
+                self.recover_orphans(now, ledger)
             used, capacity = ledger.used, ledger.capacity
         self.ledger.touch()
         self.notifier.send(f"STATUS=running {len(self.running)} jobs, {used}/{capacity} slots",
                            "WATCHDOG=1")
 
     def _record_tasks(self, ledger: Ledger) -> None:
-        """Note each running task's pid and start time, so a successor can stop it if this
-        worker is killed."""
+        """Note each running task's pid and start time, so that a successor can stop it if
+        this worker is killed, and so that its slots stay held while it lives (§4)."""
         for job_id, run in self.running.items():
             entry = ledger.running.get(job_id)
-            if entry is not None and entry.get("task_pid") is None:
-                entry.update(task_pid=run.attempt.pid, task_start=process_start(run.attempt.pid))
-
-    # -- attempts ------------------------------------------------------------------------
-
-    def launch(self, item: Claimed, now: datetime) -> None:
-        """Start the attempt of a claimed job, or bury it when it cannot run at all."""
-        job_id = item.path.name.rsplit(".", 2)[0]
-        body, problem, jtype = item.body, item.error, None
-        if body is not None:
-            try:  # a hand-made canonical file is validated here, at its first claim
-                body = normalize(body, self.config, now, job_id)
-                jtype = self.config.job_type(body["job"])
-            except InvalidInput as exc:
-                problem = str(exc)
-        if problem is not None or body is None or jtype is None:
-            self.store.reject(item.path, invalid_record(job_id, f"{item.path.name}: {problem}",
-                                                        now, body and body.get("job")), now)
-            os.close(item.fd)
-            self._release(job_id)
-            return
-        layout = self.store.layout
-        log_fd = open_log(layout.log_path(job_id), body, item.attempt, self.spool.host, now)
-        try:
-            attempt = start_attempt(layout.root, layout.tmp, body, jtype, item.attempt, log_fd,
-                                    now, self._handler)
-        except (OSError, InvalidInput) as exc:
-            os.write(log_fd, f"spool: cannot start: {exc}\n".encode())
-            os.close(log_fd)
-            # bad args cannot get better by retrying; a missing program or module might
-            outcome = "invalid" if isinstance(exc, InvalidInput) else "failed"
-            self._settle(item, body, outcome, now, error=f"cannot start: {exc}")
-            self._release(job_id)
-            return
-        mono = attempt.started
-        timeout = float(body.get("timeout") or jtype.timeout)
-        self.running[job_id] = Running(item, body, jtype, attempt, log_fd, mono + timeout, mono)
-        log.info("claim %s (%s) attempt %d pid %d", job_id, body["job"], item.attempt,
-                 attempt.pid)
-
-    def _handler(self, jtype: JobType):
-        if jtype.handler not in self.handlers:
-            self.handlers[jtype.handler] = load_handler(jtype.handler)
-        return self.handlers[jtype.handler]
-
-    def _release(self, job_id: str) -> None:
-        with self.ledger.locked() as ledger:
-            ledger.running.pop(job_id, None)
-
-    def collect(self, now: datetime) -> list[str]:
-        """Settle every attempt whose process ended; returns their ids."""
-        ended = []
-        for job_id, run in list(self.running.items()):
-            code = run.attempt.poll()
-            if code is None:
-                continue
-            run.attempt.signal_group(signal.SIGKILL)  # leftovers of the group go with it
-            del self.running[job_id]
-            os.close(run.log_fd)
-            reason = run.attempt.stop_reason
-            outcome = reason or {0: "completed", 100: "cancelled"}.get(code, "failed")
-            error = {"timeout": f"timed out after {run.deadline - run.attempt.started:g}s",
-                     "failed": f"exit code {code}"}.get(outcome)
-            result = read_result(run.attempt.result_path)
-            self._settle(run.claimed, run.body, outcome, now, error=error, exit_code=code,
-                         result=result, started_at=run.attempt.started_at)
-            self.store.clear_cancel(job_id)
-            ended.append(job_id)
-        return ended
-
-    def _settle(self, item: Claimed, body: dict, outcome: str, now: datetime, *,
-                error: str | None = None, exit_code: int | None = None, result: object = None,
-                started_at: datetime | None = None) -> None:
-        entry = {"attempt": item.attempt, "host": self.spool.host, "worker": self.pid,
-                 "started_at": format_time(started_at or now), "ended_at": format_time(now)}
-        if os.path.exists(item.path) and os.stat(item.path).st_ino == item.inode:
-            where = settle(self.store, item.path, body, item.attempt, outcome, now,
-                           inode=item.inode, error=error, exit_code=exit_code, result=result,
-                           entry=entry)
-            log.info("%s %s attempt %d: %s -> %s", "finish" if where in ("done", "dead")
-                     else "requeue", body["id"], item.attempt, outcome, where)
-        else:
-            log.warning("job %s attempt %d is no longer ours (reaped?): not finishing it",
-                        body["id"], item.attempt)
-        os.close(item.fd)
-
-    def supervise(self, now: datetime, mono: float) -> None:
-        """Timeouts, cancel requests, shutdown deadlines and per-job heartbeats."""
-        for job_id, run in self.running.items():
-            attempt = run.attempt
-            if attempt.killed_at is None:
-                reason = None
-                if mono >= run.deadline:
-                    reason = "timeout"
-                elif os.path.exists(self.store.layout.cancel_path(job_id)):
-                    reason = "cancelled"
-                elif self.stopping and self.stop_at is not None and mono >= self.stop_at:
-                    reason = "interrupted"
-                if reason:
-                    attempt.stop_reason = reason
-                    attempt.killed_at = mono
-                    attempt.signal_group(signal.SIGTERM if self.signals < 2 else signal.SIGKILL)
-                    log.info("stop %s: %s", job_id, reason)
-            elif mono - attempt.killed_at >= run.jtype.kill_grace or self.signals > 1:
-                attempt.signal_group(signal.SIGKILL)
-            if mono - run.beat_at >= self.config.defaults.heartbeat:
-                run.beat_at = mono
-                try:
-                    os.utime(run.claimed.fd)
-                except OSError as exc:
-                    log.warning("heartbeat of %s failed: %s", run.claimed.path, exc)
+            if entry is None:  # pruned while the task runs (its file was taken): hold again
+                entry = ledger.running[job_id] = {
+                    "slots": int(run.body.get("slots") or 1), "attempt": run.claimed.attempt,
+                    "worker_pid": self.pid, "task_pid": None, "started_at": format_time(
+                        run.attempt.started_at)}
+            if entry.get("worker_pid") == self.pid and entry.get("task_pid") is None:
+                entry.update(task_pid=run.attempt.pid, task_start=process_start(run.attempt.pid),
+                             task_boot=self.ledger.boot)
 
     def next_wake(self, now: datetime) -> float:
         """Seconds until something needs this worker, if nothing wakes it before."""
         mono = time.monotonic()
         waits = [self.config.defaults.heartbeat - (mono - self.beat_at)]
-        for run in self.running.values():
-            waits.append(run.deadline - mono)
-            waits.append(self.config.defaults.heartbeat - (mono - run.beat_at))
-            if run.attempt.killed_at is not None:
-                waits.append(0.05)
-        if self.running:
-            waits.append(0.5)  # cancel requests are checked this often
+        waits.extend(self.attempts.next_wake(mono))
         if self.stop_at is not None:
             waits.append(self.stop_at - mono)
         waits.extend(companion.due_at - mono for companion in self.companions)
+        if self.view.drops and not self.stopping:
+            waits.append(0.0)  # a bounded adoption pass left some for the next step
         due = self.view.next_due(now)
         if due:
             waits.append((parse_due(due) - now).total_seconds())
@@ -350,12 +321,21 @@ class Worker:
             run.attempt.stop_reason = "interrupted"
             run.attempt.signal_group(signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while self.running and time.monotonic() < deadline:
-            self.collect(now)
+        while (self.running or self.attempts.unsettled) and time.monotonic() < deadline:
+            self.attempts.collect(now)
+            self.attempts.retry_unsettled(now, time.monotonic())
             time.sleep(0.01)
-        with self.ledger.locked() as ledger:
-            ledger.workers.pop(str(self.pid), None)
-            for job_id in list(ledger.running):
-                if ledger.running[job_id].get("worker_pid") == self.pid:
-                    del ledger.running[job_id]
+        for job_id in self.attempts.unsettled:
+            log.error("job %s could not be settled before exit: recovery will requeue it",
+                      job_id)
+        try:
+            with self.ledger.locked() as ledger:
+                ledger.workers.pop(str(self.pid), None)
+                for job_id in list(ledger.running):
+                    entry = ledger.running[job_id]
+                    if entry.get("worker_pid") == self.pid and \
+                            not task_alive(entry, self.ledger.boot):
+                        del ledger.running[job_id]
+        except OSError as exc:
+            log.error("cannot deregister from %s: %s", self.ledger.path, exc)
         log.info("worker %d stopped", self.pid)
