@@ -141,8 +141,9 @@ def stale_staged(run: Run, path: Path, state: str, job_id: str, attempt: int, le
     what = f"staged outcome ({state}) of attempt {attempt} of job {job_id}" + \
            (" under an older name" if legacy else "")
     if run.store.processing_paths_of(job_id, attempt):
-        if not legacy:
-            return None  # the attempt's own recovery completes the finish with it
+        if not legacy:  # the attempt's own recovery (worker or reaper) completes the finish
+            run.info(path, f"{what}: waits for the recovery of its attempt in processing/")
+            return None
         target = run.layout.tmp / tmp_name(f"finish-{state}", run.store.host, os.getpid(),
                                            attempt_subject(job_id, attempt))
         detail = f"{what}, whose attempt is still in processing/"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_spool
-from spool import Spool
+from spool import Spool, fsck_tmp, recovery
 from spool.catalog import read_limit
 from spool.fsck import fsck
 from spool.layout import attempt_subject, pending_name, tmp_name
@@ -362,7 +362,61 @@ def test_partial_staged_outcome_holds_no_body_and_is_removed(sp):
 def test_staged_outcome_of_an_attempt_still_in_processing_is_no_problem(sp):
     put(sp.path / "processing" / "h1" / "J1.1.json", body(sp, "J1"))
     hold(sp, "finish-done", body(sp, "J1", outcome="completed"))
-    assert check(sp).problems == []
+    report = check(sp)
+    assert report.problems == [] and "waits for the recovery" in report.info[0][1]
+
+
+class Crash(Exception):
+    """Stands for the process dying at this point."""
+
+
+def claimed(sp: Spool, job_id: str) -> Path:
+    sp.submit("noop", id=job_id)
+    name = next(n for n in sp.store.pending_names() if job_id in n)
+    host_dir = sp.store.layout.host_processing("h1")
+    host_dir.mkdir(exist_ok=True)
+    return sp.store.claim(name, job_id, 1, host_dir, NOW)
+
+
+def crash_at_rename(monkeypatch, n: int) -> None:
+    real, calls = os.rename, {"n": 0}
+
+    def rename(src, dst, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Crash(f"crash at rename {n}: {src} -> {dst}")
+        return real(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def after_the_crash(monkeypatch) -> None:
+    """The crashed writer (this very process, here) counts as gone from now on."""
+    monkeypatch.undo()
+    monkeypatch.setattr(fsck_tmp, "pid_alive", lambda pid: False)
+    monkeypatch.setattr(recovery, "pid_alive", lambda pid: False)
+
+
+def test_finish_cut_between_commit_and_fill_is_filled(sp, monkeypatch):
+    path = claimed(sp, "J1")
+    crash_at_rename(monkeypatch, 2)  # 1: processing -> done/ (the commit), 2: the fill
+    with pytest.raises(Crash):
+        recovery.settle(sp.store, path, sp.store.read(path), 1, "completed", NOW)
+    after_the_crash(monkeypatch)
+    assert [k for k, _ in found(check(sp))] == ["unfilled"]
+    assert not check(sp, repair=True).unrepaired
+    assert sp.get("J1").outcome == "completed" and check(sp).problems == []
+
+
+def test_requeue_cut_after_its_hold_is_finished_by_recovery(sp, monkeypatch):
+    path = claimed(sp, "J1")
+    crash_at_rename(monkeypatch, 2)  # 1: processing -> tmp/ hold, 2: staged body -> pending/
+    with pytest.raises(Crash):
+        recovery.settle(sp.store, path, sp.store.read(path), 1, "failed", NOW)
+    after_the_crash(monkeypatch)
+    assert [k for k, _ in found(check(sp))] == ["stale-hold"]
+    assert not check(sp, repair=True).unrepaired
+    job = sp.get("J1")
+    assert job.state == "pending" and job.attempts == 1 and check(sp).problems == []
 
 
 def test_stale_scratch_with_a_body_is_set_aside_and_without_one_removed(sp):
