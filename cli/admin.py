@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grp
 import sys
-import json
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from spool.cli import main
 from spool.cli.common import emit_json
 from spool.config import load_config
 from spool.errors import InvalidInput, SpoolError
-from spool.job import normalize
+from spool.job import load_json, normalize
 from spool.sample import SAMPLE_CONFIG
 from spool.status import format_status
 
@@ -80,11 +79,10 @@ def validate(sp: Spool, file: Path | None) -> None:
                    f"{len(config.schedules)} schedules)")
         return
     try:
-        body = json.loads(file.read_bytes())
+        data = file.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"{file}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise InvalidInput(f"{file}: not valid JSON: {exc}") from None
+    body = load_json(data, str(file))  # not valid JSON, or nested too deep: InvalidInput
     try:
         has_id = isinstance(body, dict) and "id" in body
         normalize(body, sp.config, sp.clock(), None if has_id else "validate")

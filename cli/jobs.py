@@ -13,7 +13,7 @@ from spool.api import Spool
 from spool.cli import main
 from spool.cli.common import DURATION, emit_json, table
 from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
-from spool.job import Job, load_json
+from spool.job import Job, load_json, printable
 from spool.layout import STATES
 from spool.timeutil import format_time
 
@@ -100,8 +100,8 @@ def _row(job: Job) -> list[str]:
     if job.extra.get("unreadable"):
         return [job.id, job.state, "?", "-", "-", "unreadable", "-"]
     when = job.finished_at if job.finished else job.run_at
-    return [job.id, job.state, job.job, str(job.priority), str(job.attempts),
-            job.outcome or "-", format_time(when) if when else "-"]
+    return [job.id, job.state, printable(job.job), str(job.priority), str(job.attempts),
+            printable(job.outcome or "-"), format_time(when) if when else "-"]
 
 
 @main.command("ls")
@@ -139,13 +139,15 @@ def show(sp: Spool, job_id: str, as_json: bool) -> None:
                 "outcome", "exit_code", "result", "error", "finished_at"):
         if body.get(key) not in (None, [], {}) or key in ("id", "state", "attempts"):
             value = job.state if key == "state" else body.get(key)
-            click.echo(f"{key:<13}{json.dumps(value) if not isinstance(value, str) else value}")
-    click.echo(f"{'path':<13}{job.path}")
-    for entry in body.get("history") or []:
-        click.echo(f"attempt {entry.get('attempt')}: {entry.get('outcome')} on "
-                   f"{entry.get('host')} {entry.get('started_at')} -> {entry.get('ended_at')}"
-                   + (f" exit {entry['exit_code']}" if entry.get("exit_code") is not None else "")
-                   + (f" ({entry['error']})" if entry.get("error") else ""))
+            shown = json.dumps(value) if not isinstance(value, str) else printable(value)
+            click.echo(f"{key:<13}{shown}")
+    click.echo(f"{'path':<13}{printable(str(job.path))}")
+    for entry in job.history:
+        click.echo(printable(
+            f"attempt {entry.get('attempt')}: {entry.get('outcome')} on "
+            f"{entry.get('host')} {entry.get('started_at')} -> {entry.get('ended_at')}"
+            + (f" exit {entry['exit_code']}" if entry.get("exit_code") is not None else "")
+            + (f" ({entry['error']})" if entry.get("error") else "")))
 
 
 @main.command()

@@ -26,6 +26,10 @@ KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attemp
 OUTCOMES = ("completed", "cancelled", "failed", "timeout", "lost", "interrupted", "invalid")
 MAX_DEPTH = 100  # lists and objects nested in one JSON document (a job object is level 1)
 _TIME_FIELDS = ("run_at", "created_at", "finished_at")
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "job": str, "priority": int, "attempts": int, "max_attempts": int,
+    "timeout": (int, float), "slots": int, "unique": str, "after": list, "schedule": str,
+    "meta": dict, "history": list, "outcome": str, "exit_code": int, "error": str}
 
 
 @dataclass(frozen=True)
@@ -58,16 +62,21 @@ class Job:
 
     @classmethod
     def from_body(cls, body: dict, state: str, path: Path) -> Job:
-        """A Job from a stored body (times parsed, unknown fields kept in `extra`)."""
+        """A Job from a stored body (times parsed, unknown fields kept in `extra`). Any body
+        gives a Job: a field of the wrong type (a file placed by hand) takes its default."""
         known = {key: body[key] for key in KNOWN_FIELDS if key in body}
         for key in _TIME_FIELDS:
-            if isinstance(known.get(key), str):
+            if known.get(key) is not None:
                 try:
                     known[key] = parse_time(known[key])
                 except InvalidInput:
                     known[key] = None
+        for key, kind in _FIELD_TYPES.items():
+            if key in known and not _is(known[key], kind):
+                del known[key]
         known["after"] = tuple(known.get("after") or ())
-        known["history"] = tuple(known.get("history") or ())
+        known["history"] = tuple(entry for entry in known.get("history") or ()
+                                 if isinstance(entry, dict))
         known["meta"] = known.get("meta") or {}
         extra = {key: value for key, value in body.items() if key not in KNOWN_FIELDS}
         known.setdefault("id", path.stem)
@@ -81,6 +90,11 @@ class Job:
     def to_json(self, body: dict) -> dict:
         """The `show --json` document: the file's fields plus state and absolute path."""
         return {**body, "state": self.state, "path": str(self.path.absolute())}
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """isinstance, where a bool is no number (JSON true is not 1)."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None) -> dict:

@@ -258,3 +258,57 @@ def test_daemon_of_another_user_waits_for_access(tmp_path, command):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         shutil.rmtree(base)
+
+
+def test_hand_placed_hostile_files_can_be_listed_and_shown(spool_dir):
+    body = {"id": "odd", "job": "noop\ud800", "after": 5, "history": ["x", {"error": "\udcff"}],
+            "run_at": 7, "error": "bad \ud800", "outcome": "invalid"}
+    (spool_dir / "dead" / "odd.json").write_text(json.dumps(body))
+    (spool_dir / "pending" / "5-20260101T000000.000000Z-hand.json").write_text(
+        json.dumps({"id": "hand", "job": 3, "meta": [], "created_at": "9999-12-31T23:59:59-01:00"}))
+    for args in (["ls"], ["ls", "--json"], ["show", "odd"], ["show", "odd", "--json"],
+                 ["show", "hand"], ["status"]):
+        result = spool_cli(spool_dir, *args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
+    assert "bad \ufffd" in spool_cli(spool_dir, "show", "odd").stdout
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[" * 100000 + "]" * 100000, "nested deeper"),
+    ('{"job": "noop", "args": {"s": "\\ud800"}}', "not encodable as UTF-8"),
+])
+def test_validate_of_a_hostile_job_file_is_exit_2(spool_dir, tmp_path, content, needle):
+    path = tmp_path / "job.json"
+    path.write_text(content)
+    result = spool_cli(spool_dir, "validate", str(path))
+    assert result.returncode == 2 and needle in error_line(result)
+
+
+def test_a_burst_worker_gets_through_every_hostile_drop(spool_dir):
+    stamp = "20260101T000000.000000Z"
+    pending = os.fsencode(spool_dir / "pending")
+    drops = {
+        f"²-{stamp}-sup.json".encode(): b'{"job": "noop"}',
+        f"٣-{stamp}-arabic.json".encode(): b'{"job": "noop"}',
+        f"5-{stamp.replace('2026', '٢٠٢٦')}-due.json".encode(): b'{"job": "noop"}',
+        b"latin1-\xe9.json": b'{"job": "noop"}',
+        b"garbage-\xff.json": b"not json at all",
+        b"deep.json": b'{"job": "noop", "args": ' + b"[" * 50000 + b"]" * 50000 + b"}",
+        b"surrogate.json": rb'{"job": "noop", "args": {"s": "\ud800"}}',
+        b"far.json": b'{"job": "noop", "run_at": "9999-12-31T23:59:59-01:00"}',
+    }
+    for name, content in drops.items():
+        path = os.path.join(pending, name)
+        with open(path, "wb") as out:
+            out.write(content)
+        os.utime(path, (time.time() - 60,) * 2)
+    result = spool_cli(spool_dir, "worker", "--burst", timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    states = state_files(spool_dir)
+    assert len(states["done"]) == 4 and len(states["dead"]) == 4, states
+    assert os.listdir(spool_dir / "pending") == [] and states["processing"] == []
+    errors = " ".join(json.loads((spool_dir / "dead" / f"{i}.json").read_text())["error"]
+                      for i in states["dead"])
+    for needle in ("not valid JSON", "nested deeper", "not encodable", "out of range"):
+        assert needle in errors

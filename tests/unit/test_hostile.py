@@ -295,3 +295,22 @@ def test_drop_named_with_unicode_digits_is_adopted_as_a_drop(sp, name):
     drop(sp, name, b'{"job": "noop", "id": "abc"}')
     assert adopt_drops(sp.store, NOW) == ["abc"]
     assert sp.get("abc").priority == 5
+
+
+# -- reading: any body placed by hand gives a Job ------------------------------------------
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(["id", "job", "after", "history", "meta", "run_at",
+                                        "created_at", "finished_at", "priority", "attempts",
+                                        "timeout", "error", "outcome", "y"]), JSON, max_size=8))
+def test_any_stored_body_gives_a_job(body):
+    from pathlib import Path
+
+    from spool.job import Job
+
+    job = Job.from_body(body, "done", Path("x.json"))
+    assert isinstance(job.id, str) and isinstance(job.after, tuple)
+    assert all(isinstance(entry, dict) for entry in job.history)
+    assert job.run_at is None or job.run_at.tzinfo is UTC
+    assert isinstance(job.priority, int) and isinstance(job.meta, dict)
