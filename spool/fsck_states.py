@@ -135,7 +135,9 @@ def duplicates(run: Run, copies: Copies) -> tuple[list[Finding], set[Path]]:
     and set the others aside."""
     findings, losers = [], set()
     for job_id, group in sorted(copies.items()):
-        readable = [entry for entry in group if entry.body is not None]
+        # looked at again: a job that moved during the scan (a claim, a finish) was seen twice
+        readable = [entry for entry in group
+                    if entry.body is not None and os.path.lexists(entry.path)]
         if len(readable) < 2:
             continue
         keep = max(readable, key=rank)

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import spool_cli, state_files
+from conftest import spool_cli, start_cli, state_files, wait_until
+from spool import Spool
 from spool.layout import tmp_name
 
 DEAD_PID = 999_999_999
@@ -170,3 +171,21 @@ def test_usage_errors_exit_2(spool_dir, tmp_path):
     assert spool_cli(spool_dir, "fsck", "--bogus").returncode == 2
     missing = spool_cli(tmp_path / "nowhere", "fsck")
     assert missing.returncode == 2 and "init" in missing.stderr
+
+
+def test_a_busy_spool_has_no_false_problems(spool_dir):
+    """fsck while a worker claims and finishes jobs: moves in flight are not problems."""
+    sp = Spool(spool_dir, host="test")
+    ids = [sp.submit("sh", {"script": f"sleep 0.0{i % 5}"}) for i in range(40)]
+    worker = start_cli(spool_dir, "worker", "--capacity", "4")
+    try:
+        for _ in range(4):
+            result = spool_cli(spool_dir, "fsck", "--json")
+            doc = json.loads(result.stdout)
+            assert doc["problems"] == [] and result.returncode == 0, doc["problems"]
+        wait_until(lambda: len(state_files(spool_dir)["done"]) == len(ids), timeout=60,
+                   message="all jobs done")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert spool_cli(spool_dir, "fsck").returncode == 0
