@@ -366,7 +366,8 @@ class Store(Catalog):
         if os.path.lexists(dest):
             raise FileExistsError(errno.EEXIST, "already exists", str(dest))
         os.rename(path, dest)
-        self._sync(dest.parent)
+        for directory in {path.parent, dest.parent}:
+            self._sync(directory)
         self.journal.record(now, "fsck", job_id, host=self.host, path=str(path),
                             to=str(dest), error=reason)
         return dest
@@ -383,7 +384,8 @@ class Store(Catalog):
             os.rename(path, aside)
         except FileNotFoundError:
             return None
-        self._sync(self.layout.tmp)
+        for directory in {path.parent, self.layout.tmp}:
+            self._sync(directory)
         log.warning("set aside %s as %s: %s", path, aside.name, reason)
         self.journal.record(now, "aside", job_id or "", host=self.host, path=str(path),
                             to=aside.name, error=reason)
