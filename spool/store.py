@@ -412,7 +412,8 @@ class Store(Catalog):
                 raise
         finally:
             discard(staged)
-        self._sync(self.layout.dead)
+        for directory in {path.parent, self.layout.dead}:
+            self._sync(directory)
         self.journal.record(now, "reject", job_id, host=self.host, error=record.get("error"))
         return dest
 
