@@ -28,8 +28,12 @@ Fix = Callable[[], str]
 
 
 def shown(text: object) -> str:
-    """Text safe to print and to store: undecodable bytes of a file name as escapes."""
-    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    """Text safe to print and to store: the undecodable bytes of a file name as `\\xff`,
+    any other lone surrogate as `\\udcxx`."""
+    try:
+        return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass

@@ -518,3 +518,17 @@ def test_a_check_without_repair_changes_nothing(sp):
     before = tree(sp.path)
     assert len(check(sp).problems) == 6
     assert tree(sp.path) == before
+
+
+def test_hostile_names_are_reported_printably_and_buried(sp):
+    raw = os.path.join(os.fsencode(sp.path / "done"), b"\xff\xfe.json")
+    with open(raw, "wb") as out:
+        out.write(b"{nope")
+    report = check(sp)
+    assert [f.kind for f in report.problems] == ["unreadable"]
+    json.dumps(report.to_json(), ensure_ascii=False).encode()  # printable: no lone surrogates
+    assert not check(sp, repair=True).unrepaired
+    [orig] = [n for n in os.listdir(sp.path / "dead") if n.endswith(".orig")]
+    assert (sp.path / "dead" / orig).read_bytes() == b"{nope"
+    record = json.loads((sp.path / "dead" / orig.replace(".orig", ".json")).read_text())
+    assert "\\xff" in record["error"]
