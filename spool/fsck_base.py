@@ -185,7 +185,7 @@ class Run:
         def fix() -> str:
             if not discard(path):
                 raise FileNotFoundError(f"{path} is gone")
-            return "removed (it holds no job body)"
+            return "removed: it holds no job body"
         return fix
 
     def relocate_fix(self, path: Path, dest: Path, job_id: str, reason: str) -> Fix:

@@ -386,7 +386,6 @@ class Store(Catalog):
             return None
         for directory in {path.parent, self.layout.tmp}:
             self._sync(directory)
-        log.warning("set aside %s as %s: %s", path, aside.name, reason)
         self.journal.record(now, "aside", job_id or "", host=self.host, path=str(path),
                             to=aside.name, error=reason)
         return aside
