@@ -78,8 +78,14 @@ def worker(sp: Spool, capacity: int | None, burst: bool) -> None:
     SIGHUP reloads spool.toml.
     """
     setup_logging()
-    sp.layout.require()
-    sys.exit(Worker(sp, capacity, burst).run())
+
+    def make() -> Worker:
+        sp.layout.require()
+        return Worker(sp, capacity, burst)
+
+    daemon = make() if burst else start("worker", sp, make)  # a burst fails at once
+    if daemon is not None:
+        sys.exit(daemon.run())
 
 
 DEMO_JOBS = [

@@ -175,7 +175,7 @@ def test_an_unreadable_job_file_is_listed_with_a_warning(spool_dir):
 
 START_FAULT = """
 import errno, os, sys
-from spool import cron, reaper
+from spool import cron, reaper, worker
 tries = {"n": 0}
 def failing(cls):
     real = cls.__init__
@@ -188,13 +188,17 @@ def failing(cls):
     cls.__init__ = init
 failing(cron.Cron)
 failing(reaper.Reaper)
+failing(worker.Worker)
 from spool.cli import run
 sys.argv[0] = "spool"
 run()
 """
 
 
-@pytest.mark.parametrize("command", ["cron", "reap"])
+FIRST_WRITES = {"cron": "cron/state.t.json", "reap": "hosts/t.reaper.json", "worker": "hosts/t.json"}
+
+
+@pytest.mark.parametrize("command", ["cron", "reap", "worker"])
 @pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
 def test_daemon_retries_a_fault_at_start_then_runs(spool_dir, tmp_path, command, code):
     log = tmp_path / "daemon.log"
@@ -209,18 +213,14 @@ def test_daemon_retries_a_fault_at_start_then_runs(spool_dir, tmp_path, command,
         text = log.read_text()
         assert path in text and f"({code})" in text and "Traceback" not in text
         assert proc.poll() is None
-        if command == "reap":  # started after the retry: its first pass writes observations
-            wait_until(lambda: (spool_dir / "hosts" / "t.reaper.json").exists(), 20,
-                       "the reaper's first pass")
-        else:
-            wait_until(lambda: (spool_dir / "cron" / "state.t.json").exists(), 20,
-                       "cron's first tick")
+        wait_until(lambda: (spool_dir / FIRST_WRITES[command]).exists(), 20,
+                   f"the first pass of {command} after the retry")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
 
 
-@pytest.mark.parametrize("command", ["cron", "reap"])
+@pytest.mark.parametrize("command", ["cron", "reap", "worker"])
 def test_daemon_stops_on_sigterm_while_waiting_out_a_fault(spool_dir, tmp_path, command):
     log = tmp_path / "daemon.log"
     env = cli_env(FAULT_TIMES="1000", FAULT_ERRNO="ENOSPC", FAULT_PATH=str(spool_dir / "cron"))
