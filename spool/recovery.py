@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from spool.errors import InvalidInput
+from spool.job import normalize
 from spool.files import discard, list_names
 from spool.layout import (TmpName, attempt_subject, is_valid_id, parse_processing_name,
                           parse_tmp_name)
@@ -53,7 +54,7 @@ def recover_orphan(store: Store, path: Path, now: datetime, outcome: str = "lost
     other = store.find_copy(job_id, exclude=path)
     if other is not None:
         store.set_aside(path, f"job {job_id} also stands in {other.state}/ "
-                              f"({other.path.name}): this processing copy is stale", now)
+                              f"({other.path.name}): this processing copy is stale", now, job_id)
         return "aside"
     try:
         body = store.read(path)
@@ -253,6 +254,11 @@ def _clear_foreign(store: Store, path: Path, now: datetime) -> None:
         for key in ("outcome", "exit_code", "result", "finished_at", "error"):
             body.pop(key, None)
         body["run_at"] = format_time(now)
+        try:
+            body = normalize(body, store.config, now, job_id)
+        except InvalidInput as exc:
+            store.reject(path, invalid_record(job_id, f"{path.name}: {exc}", now), now)
+            return
         store.requeue_hold(path, body, now, "recover")
         log.warning("recovered %s: requeued the job body left in %s", job_id, path)
     elif where.state != "processing":

@@ -15,6 +15,7 @@ done, from these names alone.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from datetime import datetime
@@ -267,17 +268,14 @@ class Store(Catalog):
                             outcome=(body.get("history") or [{}])[-1].get("outcome"))
         return dest
 
-    def set_aside(self, path: Path, reason: str, now: datetime) -> Path | None:
+    def set_aside(self, path: Path, reason: str, now: datetime,
+                  job_id: str | None = None) -> Path | None:
         """Take a redundant copy of a job out of its state directory without deleting it
         (DESIGN §3 rule 5): `tmp/aside,HOST,PID,RAND,NAME`, kept until `fsck` or an operator
         deals with it. None when the file was gone already."""
-        aside = self.layout.tmp / tmp_name("aside", self.host, os.getpid(), path.name)
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return None
-        log.warning("set aside %s as %s: %s", path, aside.name, reason)
-        self.journal.record(now, "aside", path.name, host=self.host, error=reason)
+        aside = self.set_aside_as(path, path.name, reason, now, job_id)
+        if aside is not None:
+            log.warning("set aside %s as %s: %s", path, aside.name, reason)
         return aside
 
     # -- operator verbs ------------------------------------------------------------------
@@ -361,8 +359,6 @@ class Store(Catalog):
                  reason: str) -> Path:
         """Rename a job file to `dest` (its canonical name, the terminal directory its
         outcome names, or today's tmp/ name of a legacy hold); FileExistsError when taken."""
-        import errno
-
         if os.path.lexists(dest):
             raise FileExistsError(errno.EEXIST, "already exists", str(dest))
         os.rename(path, dest)
@@ -374,10 +370,8 @@ class Store(Catalog):
 
     def set_aside_as(self, path: Path, label: str, reason: str, now: datetime,
                      job_id: str | None = None) -> Path | None:
-        """Like `set_aside`, under a chosen LABEL (`tmp/aside,HOST,PID,RAND,LABEL`): for files
-        whose own name cannot be a tmp/ subject (tmp/ names carry commas). None when gone."""
-        from spool.layout import tmp_name
-
+        """Set a file aside as `tmp/aside,HOST,PID,RAND,LABEL` (commas and slashes of LABEL
+        become `~`, so the name still parses). None when the file was gone already."""
         label = label.replace(",", "~").replace("/", "~")
         aside = self.layout.tmp / tmp_name("aside", self.host, os.getpid(), label)
         try:
@@ -394,8 +388,6 @@ class Store(Catalog):
         """Move then fill, never replacing: `path` becomes `dead/ID.orig` (unless it is that
         file already, a rejection cut short) and `dead/ID.json` is created as `record` by
         link(2); FileExistsError when either name is taken by another file."""
-        import errno
-
         job_id = record["id"]
         original = self.layout.dead / f"{job_id}.orig"
         dest = self.layout.dead / f"{job_id}.json"
