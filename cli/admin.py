@@ -14,7 +14,8 @@ from spool.cli import main
 from spool.cli.common import emit_json
 from spool.config import load_config
 from spool.errors import InvalidInput, SpoolError
-from spool.job import load_json, normalize
+from spool.job import normalize
+from spool.jsonvalues import load_json
 from spool.sample import SAMPLE_CONFIG
 from spool.status import format_status
 

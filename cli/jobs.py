@@ -13,7 +13,8 @@ from spool.api import Spool
 from spool.cli import main
 from spool.cli.common import DURATION, emit_json, table
 from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
-from spool.job import Job, load_json, printable
+from spool.job import Job
+from spool.jsonvalues import load_json, printable
 from spool.layout import STATES
 from spool.timeutil import format_time
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from spool.errors import Conflict, InvalidInput
 from spool.files import list_names, read_bounded
-from spool.job import MAX_DEPTH, normalize, printable, within_depth
+from spool.job import normalize
+from spool.jsonvalues import MAX_DEPTH, printable, within_depth
 from spool.layout import derived_id, is_valid_id, parse_pending_name
 from spool.store import Store
 from spool.timeutil import format_time, from_timestamp

@@ -16,7 +16,8 @@ from spool import Spool
 from spool.config import Config, JobType
 from spool.drops import adopt_drops
 from spool.errors import InvalidInput
-from spool.job import MAX_DEPTH, decode, encode, load_json, normalize
+from spool.job import decode, encode, normalize
+from spool.jsonvalues import MAX_DEPTH, load_json
 from spool.layout import (is_valid_id, parse_pending_name, parse_processing_name, pending_name,
                           processing_name, validate_host, validate_id)
 from spool.timeutil import (MAX_DURATION, UTC, due_stamp, format_time, from_timestamp,
