@@ -204,6 +204,8 @@ class Cluster:
                  capacity: dict[str, int], code: Path | None) -> None:
         self.settings = settings
         self.code = code
+        # `python -m` puts the working directory first on sys.path: run where the code is
+        self.cwd = code if code is not None else TESTS.parent
         self.work = work
         self.mounts = mounts
         self.capacity = capacity
@@ -252,11 +254,9 @@ class Cluster:
     def launch(self, proc: Proc) -> None:
         proc.incarnation += 1
         with open(self.log_path(proc), "ab") as log:
-            # cwd: `python -m` puts it first on sys.path, where the tree's spool/ would
-            # shadow the snapshot
             proc.popen = subprocess.Popen(self.argv(proc), stdout=log, stderr=log,
                                           stdin=subprocess.DEVNULL, env=self.env(proc.host),
-                                          cwd=self.work)
+                                          cwd=self.cwd)
             log.write(f"=== harness: {proc.name} incarnation {proc.incarnation} pid "
                       f"{proc.popen.pid} at mono {time.monotonic():.3f}\n".encode())
         proc.frozen_at = proc.thaw_at = None
@@ -674,7 +674,7 @@ def _cleanup_pass(cluster: Cluster) -> list[dict]:
             argv = cluster.spool_argv(host, *args)
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                                      env=cluster.env(host), cwd=cluster.work)
+                                      env=cluster.env(host), cwd=cluster.cwd)
                 code, err = done.returncode, done.stderr
             except subprocess.TimeoutExpired as exc:
                 code, err = None, f"timed out: {exc}"
