@@ -57,6 +57,7 @@ def test_unicode_digits_are_no_due_stamp():
         parse_due(STAMP.replace("2026", "٢٠٢٦"))
 
 
+@settings(deadline=None)
 @given(st.text(max_size=60), st.sampled_from(["", ".json"]))
 def test_any_name_parses_or_is_a_drop_and_canonical_names_round_trip(text, suffix):
     name = text + suffix
@@ -69,6 +70,7 @@ def test_any_name_parses_or_is_a_drop_and_canonical_names_round_trip(text, suffi
         assert int(name[:-5].rpartition(".")[2]) == attempt[1]
 
 
+@settings(deadline=None)
 @given(st.integers(0, 9), UNICODE_DIGITS, st.integers(0, len(STAMP) - 1))
 def test_a_unicode_digit_anywhere_makes_a_drop(priority, digit, where):
     stamp = STAMP[:where] + digit + STAMP[where + 1:]
@@ -125,7 +127,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=30)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["job", "id", "args", "priority", "run_at", "timeout",
                                         "after", "meta", "unique", "attempts", "slots", "x"]),
                        JSON, max_size=6))
@@ -138,6 +140,7 @@ def test_normalize_takes_any_json_or_says_why(raw):
     assert decode(encode(body), "a")["id"] == "a"
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_decode_takes_any_bytes_or_says_why(data):
     try:
@@ -193,6 +196,7 @@ def test_durations_are_ascii_digits(value):
         parse_duration(value)
 
 
+@settings(deadline=None)
 @given(st.text(max_size=40))
 def test_any_text_is_a_time_a_duration_or_invalid_input(text):
     for parse in (parse_time, parse_duration):
@@ -301,7 +305,7 @@ def test_drop_named_with_unicode_digits_is_adopted_as_a_drop(sp, name):
 # -- reading: any body placed by hand gives a Job ------------------------------------------
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["id", "job", "after", "history", "meta", "run_at",
                                         "created_at", "finished_at", "priority", "attempts",
                                         "timeout", "error", "outcome", "y"]), JSON, max_size=8))
