@@ -80,6 +80,7 @@ class Cluster:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.ended: set[int] = set()  # pids of daemons the test stopped or killed on purpose
         self.spools: list = []
         self.nonce = self.dirs["a"].name  # in every tag, to find this test's task processes
 
@@ -122,8 +123,29 @@ class Cluster:
         self.spools.append(Spool(self.roots[host], host=host))
         return self.spools[-1]
 
+    def kill(self, proc: subprocess.Popen) -> None:
+        """SIGKILL, as a crash."""
+        self.ended.add(proc.pid)
+        proc.kill()
+        proc.wait()
+
+    def wait(self, predicate, timeout: float, message: str):
+        """wait_until, failing at once when a daemon dies that the test did not stop."""
+        def check():
+            self.assert_running()
+            return predicate()
+        return wait_until(check, timeout, message)
+
+    def assert_running(self) -> None:
+        for name, proc in self.procs:
+            if proc.pid not in self.ended and proc.poll() is not None:
+                tail = "\n".join((self.logs_dir / name).read_text(errors="replace")
+                                 .splitlines()[-15:])
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
+
     def stop(self, proc: subprocess.Popen, timeout: float = 30) -> int | None:
         """SIGCONT (it may be stopped), SIGTERM, then SIGKILL after `timeout`."""
+        self.ended.add(proc.pid)
         if proc.poll() is None:
             for signum in (signal.SIGCONT, signal.SIGTERM):
                 try:
@@ -138,6 +160,8 @@ class Cluster:
         return proc.returncode
 
     def stop_all(self) -> None:
+        for _, proc in self.procs:
+            self.ended.add(proc.pid)
         for _, proc in self.procs:
             if proc.poll() is None:
                 try:

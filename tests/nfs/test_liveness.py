@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from conftest import wait_until
 from spool.layout import parse_pending_name
 
 from .cluster import wait_gone
@@ -37,12 +36,11 @@ def test_sigkilled_workers_jobs_return_through_the_other_hosts_reaper(cluster):
     sp = cluster.api("a")
     ids = [sp.submit("stall", {"tag": cluster.tag(f"kill{n}"), "seconds": "8"})
            for n in range(2)]
-    wait_until(lambda: len([r for r in cluster.starts() if r.job in ids]) == 2, 30,
+    cluster.wait(lambda: len([r for r in cluster.starts() if r.job in ids]) == 2, 30,
                "both jobs to start on host a")
-    worker_a.kill()
-    worker_a.wait()
+    cluster.kill(worker_a)
     cluster.start("b", "worker", "--capacity", "2")
-    wait_until(lambda: set(ids) <= cluster.done_ids(), 45,
+    cluster.wait(lambda: set(ids) <= cluster.done_ids(), 45,
                "both jobs to be reaped by b and completed on b")
     cluster.stop_all()
 
@@ -61,12 +59,12 @@ def test_stalled_worker_finishes_nothing_and_stops_its_reaped_attempt(cluster):
     cluster.start("b", "reap")
     worker_a = cluster.start("a", "worker", "--capacity", "1")
     job_id = cluster.api("a").submit("stall", {"tag": cluster.tag("stop"), "seconds": "60"})
-    [first] = wait_until(lambda: cluster.starts(job_id), 30, "the job to start on host a")
+    [first] = cluster.wait(lambda: cluster.starts(job_id), 30, "the job to start on host a")
     assert (first.host, first.attempt) == ("a", 1)
     worker_a.send_signal(signal.SIGSTOP)  # its task runs on, but no heartbeat any more
     cluster.start("b", "worker", "--capacity", "1")
     done = cluster.path("a") / "done" / f"{job_id}.json"
-    wait_until(lambda: done.exists() and json.loads(done.read_text()).get("outcome"), 45,
+    cluster.wait(lambda: done.exists() and json.loads(done.read_text()).get("outcome"), 45,
                "b to reap the job and run it again")
     finished = done.read_bytes()
     worker_a.send_signal(signal.SIGCONT)
@@ -109,7 +107,7 @@ def test_job_that_waited_past_two_leases_is_not_reaped_right_after_its_claim(clu
     os.utime(pending, (waited, waited))  # as if it had waited in pending/ for 40 s
     assert cluster.server_time("a") - pending.stat().st_mtime > 2 * LEASE
     worker_a = cluster.start("a", "worker", "--capacity", "1")
-    wait_until(lambda: cluster.starts(job_id), 30, "the job to start on host a")
+    cluster.wait(lambda: cluster.starts(job_id), 30, "the job to start on host a")
     worker_a.send_signal(signal.SIGSTOP)  # from here no heartbeat can refresh the file
     try:
         reap = cluster.cli("b", "reap", "--once")
@@ -121,7 +119,7 @@ def test_job_that_waited_past_two_leases_is_not_reaped_right_after_its_claim(clu
     assert "reaped" not in reap.stdout, (
         f"b's reaper took a job claimed a moment ago (its processing file's mtime is the "
         f"pending file's, DESIGN §3 rule 8): {reap.stdout.strip()}")
-    wait_until(lambda: job_id in cluster.done_ids(), 30, "the job to complete")
+    cluster.wait(lambda: job_id in cluster.done_ids(), 30, "the job to complete")
     cluster.stop_all()
     body = cluster.job("done", job_id)
     assert _outcomes(body) == [(1, "completed")] and body["history"][0]["host"] == "a"
@@ -138,7 +136,7 @@ def test_burst_of_drops_does_not_starve_the_heartbeat_of_a_running_job(cluster):
     cluster.start("a", "worker", "--capacity", "2")
     flag = cluster.work / "release"
     job_id = cluster.api("a").submit("gate", {"tag": cluster.tag("gate"), "flag": str(flag)})
-    wait_until(lambda: cluster.starts(job_id), 30, "the long job to start on host a")
+    cluster.wait(lambda: cluster.starts(job_id), 30, "the long job to start on host a")
     pending = cluster.path("a") / "pending"
     body = {"job": "mark", "args": {"tag": cluster.tag("burst"), "seconds": "0"},
             "run_at": "2099-01-01T00:00:00Z"}
@@ -162,7 +160,7 @@ def test_burst_of_drops_does_not_starve_the_heartbeat_of_a_running_job(cluster):
         flag.touch()
     adopted_after = time.monotonic() - started
     assert not _drops(pending), f"drops still not adopted after {adopted_after:.0f}s"
-    wait_until(lambda: job_id in cluster.done_ids(), 60, "the long job to complete")
+    cluster.wait(lambda: job_id in cluster.done_ids(), 60, "the long job to complete")
     assert reaper.poll() is None
     cluster.stop_all()
 
