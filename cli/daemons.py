@@ -164,6 +164,6 @@ def _reloader(sp: Spool):
         try:
             sp.reload_config()
             logging.getLogger("spool").info("reloaded %s", sp.layout.config_path)
-        except SpoolError as exc:
+        except (SpoolError, OSError) as exc:
             logging.getLogger("spool").error("reload failed, keeping the old config: %s", exc)
     return reload

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from spool.config import Config, load_config
-from spool.errors import Conflict, InvalidInput, JobNotFound, WaitTimeout
+from spool.errors import ConfigError, Conflict, InvalidInput, JobNotFound, WaitTimeout
 from spool.job import Job, normalize
 from spool.layout import (STATES, Layout, default_host, new_id, parse_pending_name,
                           parse_processing_name, validate_host, validate_id)
@@ -59,16 +59,25 @@ class Spool:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.layout.require().config_path)
+            self._config = load_config(self._config_path())
         return self._config
 
     def reload_config(self) -> Config:
         """Re-read spool.toml (ConfigError leaves the current config in force)."""
-        config = load_config(self.layout.require().config_path)
+        config = load_config(self._config_path())
         self._config = config
         if self._store is not None:
             self._store.config = config
         return config
+
+    def _config_path(self) -> Path:
+        """spool.toml of an existing spool; a fault while looking (EACCES, ESTALE) is a
+        ConfigError caused by the OSError, like a fault while reading the file."""
+        try:
+            return self.layout.require().config_path
+        except OSError as exc:
+            raise ConfigError(f"cannot check the spool at {self.layout.root}: "
+                              f"{exc.filename}: {exc.strerror or exc}") from exc
 
     @property
     def store(self) -> Store:
