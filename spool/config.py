@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from spool import checks
 from spool.errors import ConfigError, InvalidInput
+from spool.jsonvalues import check_value
 from spool.timeutil import UTC, parse_duration, parse_time
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -286,6 +287,12 @@ def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults) -> Jo
     return JobType(name, command, handler, env, **_common(reader, table, where, defaults))
 
 
+def _json_args(value: Any) -> Any:
+    """Schedule args as the job will carry them: JSON only (no TOML dates, nan or inf)."""
+    check_value(value, repr(value)[:60])
+    return value
+
+
 def _schedule(reader: _Reader, name: str, table: dict, jobs: dict[str, JobType]) -> Schedule:
     where = f"schedules.{name}"
     reader.keys(table, where, {"cron", "every", "after", "timezone", "job", "args", "priority",
@@ -303,7 +310,7 @@ def _schedule(reader: _Reader, name: str, table: dict, jobs: dict[str, JobType])
         every=reader.convert(table, where, "every", None, checks.positive_duration),
         after=reader.convert(table, where, "after", None, checks.string),
         timezone=reader.convert(table, where, "timezone", "UTC", checks.zone),
-        args=table.get("args"),
+        args=reader.convert(table, where, "args", None, _json_args),
         priority=reader.convert(table, where, "priority", None, checks.integer(0, 9)),
         overlap=reader.convert(table, where, "overlap", "allow" if "after" in table else "skip",
                                checks.choice("skip", "allow")),

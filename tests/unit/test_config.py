@@ -129,3 +129,11 @@ def test_sample_lists_the_new_limits():
 def test_hostile_config_values_are_config_errors(text):
     with pytest.raises(ConfigError, match="spool.toml"):
         parse_config(text, P)
+
+
+@pytest.mark.parametrize("args", ["{x = nan}", "{x = inf}", "{when = 2026-01-01}",
+                                  "[1979-05-27T07:32:00Z]"])
+def test_schedule_args_must_be_json(args):
+    text = JOB + schedule("s", f'every = "1m"\nargs = {args}')
+    with pytest.raises(ConfigError, match="schedules.s.args'.*not a JSON value"):
+        parse_config(text, P)
