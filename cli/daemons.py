@@ -1,4 +1,7 @@
-"""Commands that run daemons: worker, and run (the embedded single-host default)."""
+"""Commands that run daemons: worker, cron, reap, and run (the embedded single-host default).
+
+The daemons (not `--once`, not `--burst`) wait out filesystem faults at start-up: `start`.
+"""
 
 from __future__ import annotations
 
