@@ -109,22 +109,23 @@ def test_job_that_waited_past_two_leases_is_not_reaped_right_after_its_claim(clu
     worker_a = cluster.start("a", "worker", "--capacity", "1")
     cluster.wait(lambda: cluster.starts(job_id), 30, "the job to start on host a")
     worker_a.send_signal(signal.SIGSTOP)  # from here no heartbeat can refresh the file
+    processing = cluster.path("b") / "processing" / "a" / f"{job_id}.1.json"
     try:
+        # what b sees of the claimed file: its age by the file server's clock
+        age = cluster.server_time("b") - processing.stat().st_mtime
         reap = cluster.cli("b", "reap", "--once")
     finally:
         worker_a.send_signal(signal.SIGCONT)
     assert reap.returncode == 0, reap.stderr
-    processing = cluster.path("b") / "processing" / "a" / f"{job_id}.1.json"
-    age = cluster.server_time("b") - processing.stat().st_mtime if processing.exists() else None
     assert "reaped" not in reap.stdout, (
-        f"b's reaper took a job claimed a moment ago (its processing file's mtime is the "
-        f"pending file's, DESIGN §3 rule 8): {reap.stdout.strip()}")
+        f"b's reaper took a job claimed a moment ago (its processing file was {age:.0f}s old "
+        f"by the server's clock; DESIGN §3 rule 8): {reap.stdout.strip()}")
     cluster.wait(lambda: job_id in cluster.done_ids(), 30, "the job to complete")
     cluster.stop_all()
     body = cluster.job("done", job_id)
     assert _outcomes(body) == [(1, "completed")] and body["history"][0]["host"] == "a"
     assert len(cluster.starts(job_id)) == 1
-    assert age is not None and age < LEASE
+    assert age < LEASE, f"the claimed file was {age:.1f}s old: its mtime was not made fresh"
 
 
 BURST = 1200
