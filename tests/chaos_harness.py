@@ -1253,6 +1253,9 @@ def _figures(ctx: Context, work: Path, bad_lines: list[str], checks: list[Check]
         "runs": len(ctx.runs), "reruns": sum(n - 1 for n in counts.elements() if n > 1),
         "jobs_run_n_times": dict(sorted(counts.items())),
         "killed_tasks": sum(1 for r in ctx.runs if r.end_kind == "killed"),
+        "attempt_outcomes": dict(Counter(h.get("outcome") for body in ctx.bodies.values()
+                                         for h in body.get("history") or [])),
+        "lost_attempts_recovered_by": _recoveries(Path(ctx.record.spool)),
         "kills": dict(Counter(k.role for k in ctx.kills)),
         "freezes": dict(Counter(f.role for f in ctx.freezes)),
         "freezes_past_lease": sum(1 for f in ctx.freezes if f.duration >= lease),
@@ -1264,6 +1267,27 @@ def _figures(ctx: Context, work: Path, bad_lines: list[str], checks: list[Check]
         "ledger_bad_lines": len(bad_lines),
         "sampled_reads": ctx.record.sample_reads,
     }
+
+
+def _recoveries(spool: Path) -> dict[str, int]:
+    """From the journal: lost attempts taken back by their own host (flock free) or by
+    another host (heartbeat older than the lease: a reap)."""
+    events = []
+    for path in (spool / "events").glob("*/*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    claimed_on: dict[str, str] = {}
+    counts: Counter = Counter()
+    for event in sorted(events, key=lambda e: e.get("time", "")):
+        if event.get("event") == "claim":
+            claimed_on[event.get("id")] = event.get("host")
+        elif event.get("outcome") == "lost":
+            same = claimed_on.get(event.get("id")) == event.get("host")
+            counts["own host" if same else "other host"] += 1
+    return dict(counts)
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -82,12 +82,14 @@ def _pick(rng: random.Random, table: tuple) -> tuple:
 
 
 def _seconds(rng: random.Random) -> float:
+    """Mostly short tasks; one in ten outlives the lease, so that a worker frozen past its
+    lease leaves a task running when its job is reaped and run again elsewhere."""
     roll = rng.random()
-    if roll < 0.70:
+    if roll < 0.65:
         return round(rng.uniform(0.02, 0.3), 3)
-    if roll < 0.95:
+    if roll < 0.90:
         return round(rng.uniform(0.5, 2.0), 3)
-    return round(rng.uniform(2.0, 4.0), 3)
+    return round(rng.uniform(3.0, 8.0), 3)
 
 
 class Submitter:
