@@ -17,8 +17,8 @@ from pathlib import Path
 
 from spool.api import Spool
 from spool.config import Schedule
-from spool.errors import Conflict, SpoolError
-from spool.files import discard, list_names, replace_file
+from spool.errors import Conflict, InvalidInput, SpoolError
+from spool.files import discard, list_names, read_state, replace_file
 from spool.schedules import due_fires, next_fire
 from spool.timeutil import format_time, parse_time
 
@@ -41,8 +41,8 @@ class Cron:
 
     def _load(self) -> dict[str, str]:
         try:
-            return json.loads(self.state_path.read_bytes())
-        except (OSError, ValueError):
+            return read_state(self.state_path)
+        except (OSError, InvalidInput):
             return {}
 
     def step(self, now: datetime) -> list[str]:

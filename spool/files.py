@@ -13,9 +13,12 @@ import os
 import stat
 from pathlib import Path
 
+from spool.errors import InvalidInput
+from spool.jsonvalues import load_json
 from spool.layout import tmp_name
 
 TRANSIENT_ERRNOS = {errno.ENOENT, errno.ESTALE}
+STATE_BYTES = 64 << 20  # ledgers and observations of hosts with very many jobs stay below
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -142,7 +145,7 @@ def read_bounded(path: Path | str, limit: int) -> bytes:
         if info.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
         os.set_blocking(fd, True)
-        data = os.read(fd, limit + 1)
+        data = os.read(fd, min(limit, info.st_size) + 1)
         while len(data) <= limit:
             chunk = os.read(fd, limit + 1 - len(data))
             if not chunk:
@@ -153,6 +156,15 @@ def read_bounded(path: Path | str, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
     return data
+
+
+def read_state(path: Path | str, limit: int = STATE_BYTES) -> dict:
+    """A JSON object spool keeps beside the jobs (ledger, observations, markers); OSError or
+    InvalidInput when it is unreadable, too big, too deep or not an object."""
+    value = load_json(read_bounded(path, limit), str(path))
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{path}: not a JSON object")
+    return value
 
 
 def list_names(directory: Path | str) -> list[str]:

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spool.errors import Conflict
-from spool.files import discard, read_bounded
+from spool.errors import Conflict, InvalidInput
+from spool.files import discard, read_state
 
 if TYPE_CHECKING:
     from spool.store import Store
@@ -94,8 +94,8 @@ class Markers:
     @staticmethod
     def _marker_field(path: Path, key: str) -> str | None:
         try:
-            return json.loads(read_bounded(path, 65536)).get(key)
-        except (OSError, ValueError, AttributeError):
+            return read_state(path, 65536).get(key)
+        except (OSError, InvalidInput):
             return None
 
     def is_stale(self, kind: str, path: Path, holder: str | None, now: datetime) -> bool:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from spool.api import Spool
 from spool.claim import try_lock_orphan
-from spool.errors import SpoolError
-from spool.files import create_private, discard, list_names, read_bounded, replace_file
+from spool.errors import InvalidInput, SpoolError
+from spool.files import create_private, discard, list_names, read_state, replace_file
 from spool.layout import parse_processing_name
 from spool.ledger import boot_id
 from spool.recovery import recover_holds, recover_orphan
@@ -52,10 +52,10 @@ class Reaper:
 
     def _load(self) -> dict:
         try:
-            state = json.loads(read_bounded(self.obs_path, 64 << 20))
-        except (OSError, ValueError, RecursionError):
+            state = read_state(self.obs_path)
+        except (OSError, InvalidInput):
             return {}
-        if not isinstance(state, dict) or state.get("boot") != self.boot:
+        if state.get("boot") != self.boot:
             return {}  # another boot's clock readings mean nothing now
         return state
 
@@ -135,10 +135,9 @@ class Reaper:
         """When the lost attempt started, as its host's ledger says (a hint, for history)."""
         parsed = parse_processing_name(path.name)
         try:
-            ledger = json.loads(read_bounded(self.store.layout.hosts /
-                                             f"{path.parent.name}.json", 16 << 20))
+            ledger = read_state(self.store.layout.hosts / f"{path.parent.name}.json")
             entry = ledger["running"][parsed[0]] if parsed else None
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        except (OSError, InvalidInput, KeyError, TypeError):
             return None
         if isinstance(entry, dict) and parsed and entry.get("attempt") == parsed[1]:
             started = entry.get("started_at")
@@ -166,10 +165,10 @@ class Reaper:
         for name in list_names(self.store.layout.unique):
             path = self.store.layout.unique / name
             try:
-                marker = json.loads(read_bounded(path, 65536))
-            except (OSError, ValueError, RecursionError):
+                marker = read_state(path, 65536)
+            except (OSError, InvalidInput):
                 continue
-            if isinstance(marker, dict) and "key" in marker and \
+            if "key" in marker and \
                     self.store.markers.is_stale("key", path, marker.get("id"), now):
                 self.store.markers.release(path, marker.get("id"))
 
@@ -186,8 +185,10 @@ class Reaper:
                     if age < shortest:
                         continue
                     jtype = config.job_type(self.store.read(path).get("job") or "")
-                except (OSError, SpoolError, AttributeError):
-                    jtype = None  # an unreadable record still ages out with the defaults
+                except (OSError, SpoolError, AttributeError) as exc:
+                    log.warning("retention: %s is unreadable (%s); it ages out with the "
+                                "[defaults] retention", path, exc)
+                    jtype = None
                     try:
                         age = now.timestamp() - os.lstat(path).st_mtime
                     except OSError:

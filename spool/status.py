@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime
 
 from spool.config import Schedule
-from spool.files import list_names
+from spool.errors import InvalidInput
+from spool.files import list_names, read_state
 from spool.layout import parse_pending_name
 from spool.schedules import next_fire
 from spool.store import Store
@@ -55,9 +55,9 @@ def read_ledgers(store: Store, now: datetime) -> list[dict]:
             continue
         path = store.layout.hosts / name
         try:
-            ledger = json.loads(path.read_bytes())
-            age = now.timestamp() - os.stat(path).st_mtime
-        except (OSError, ValueError):
+            ledger = read_state(path)
+            age = now.timestamp() - os.lstat(path).st_mtime
+        except (OSError, InvalidInput):
             continue
         running = ledger.get("running", {})
         hosts.append({
