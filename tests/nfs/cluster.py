@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -98,9 +99,12 @@ class Cluster:
 
     def server_time(self, host: str) -> float:
         """The file server's clock, as `host` sees it: the mtime of a file it just wrote."""
-        probe = self.dirs[host] / f"probe-{host}"
-        probe.write_bytes(b"")
-        return probe.stat().st_mtime
+        probe = self.dirs[host] / f"probe-{host}-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")  # a new file: the server stamps it (rewriting one may not)
+        try:
+            return probe.stat().st_mtime
+        finally:
+            probe.unlink()
 
     def tag(self, label: str) -> str:
         return f"{self.nonce}.{label}"
