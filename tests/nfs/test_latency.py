@@ -31,7 +31,7 @@ def test_job_submitted_on_one_mount_starts_on_the_other_hosts_idle_worker(cluste
     job_id = result.stdout.strip()
     try:
         [run] = cluster.wait(lambda: cluster.starts(job_id), 3 * BOUND,
-                           "the job to start on host b")
+                             "the job to start on host b")
     except AssertionError as exc:
         if not str(exc).startswith("timed out"):
             raise

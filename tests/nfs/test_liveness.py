@@ -37,11 +37,11 @@ def test_sigkilled_workers_jobs_return_through_the_other_hosts_reaper(cluster):
     ids = [sp.submit("stall", {"tag": cluster.tag(f"kill{n}"), "seconds": "8"})
            for n in range(2)]
     cluster.wait(lambda: len([r for r in cluster.starts() if r.job in ids]) == 2, 30,
-               "both jobs to start on host a")
+                 "both jobs to start on host a")
     cluster.kill(worker_a)
     cluster.start("b", "worker", "--capacity", "2")
     cluster.wait(lambda: set(ids) <= cluster.done_ids(), 45,
-               "both jobs to be reaped by b and completed on b")
+                 "both jobs to be reaped by b and completed on b")
     cluster.stop_all()
 
     for job_id in ids:
@@ -65,7 +65,7 @@ def test_stalled_worker_finishes_nothing_and_stops_its_reaped_attempt(cluster):
     cluster.start("b", "worker", "--capacity", "1")
     done = cluster.path("a") / "done" / f"{job_id}.json"
     cluster.wait(lambda: done.exists() and json.loads(done.read_text()).get("outcome"), 45,
-               "b to reap the job and run it again")
+                 "b to reap the job and run it again")
     finished = done.read_bytes()
     worker_a.send_signal(signal.SIGCONT)
 
@@ -172,9 +172,10 @@ def test_burst_of_drops_does_not_starve_the_heartbeat_of_a_running_job(cluster):
     body = cluster.job("done", job_id)
     assert _outcomes(body) == [(1, "completed")], (
         f"the live job was reaped while host a adopted {BURST} drops (history "
-        f"{_outcomes(body)}; heartbeat age seen from b reached {max(alive):.1f}s)")
+        f"{_outcomes(body)}; heartbeat age seen from b reached {max(alive, default=0):.1f}s)")
     assert len(cluster.starts(job_id)) == 1
-    assert max(ages, default=0) < LEASE, f"heartbeat aged {max(alive):.1f}s, lease {LEASE}s"
+    assert max(ages, default=0) < LEASE, (
+        f"heartbeat aged {max(alive, default=0):.1f}s, lease {LEASE}s")
     canonical = [n for n in os.listdir(pending) if parse_pending_name(n)]
     assert len(canonical) == BURST and cluster.states()["dead"] == []
 

@@ -79,7 +79,7 @@ def test_mixed_load_on_both_mounts_runs_every_job_exactly_once(cluster):
     assert len(tags) == len(set(tags)) == 60 + 8 + 120
 
     cluster.wait(lambda: len(cluster.done_ids()) >= len(tags), 180,
-               f"{len(tags)} jobs in done/ (see the spool process logs)")
+                 f"{len(tags)} jobs in done/ (see the spool process logs)")
     live_leftovers = cluster.tmp_leftovers()
     cluster.stop_all()
 
@@ -129,7 +129,7 @@ def test_two_cron_daemons_on_two_mounts_enqueue_each_fire_exactly_once(cluster):
         cluster.start(host, "worker", "--capacity", "2")
     cron_dir = cluster.path("a") / "cron"
     cluster.wait(lambda: len([n for n in os.listdir(cron_dir) if n.startswith("tick@")]) >= 6,
-               40, "six fires of tick")
+                 40, "six fires of tick")
     assert [cluster.stop(cron) for cron in crons] == [0, 0]
     fires = sorted(n for n in os.listdir(cron_dir) if n.startswith("tick@"))
     cluster.wait(lambda: set(fires) <= cluster.done_ids(), 60, "every fire to run")
