@@ -21,7 +21,8 @@ from typing import NamedTuple
 from conftest import make_spool, spool_cli, start_cli, state_files, wait_until
 
 # Every task appends a start line, does its work, appends an end line; $1 is the job's tag.
-_RECORD = 'r="$RUNS/$RUN_HOST.log"; echo "start $SPOOL_JOB_ID $SPOOL_ATTEMPT $RUN_HOST $$ $1 $(date +%s.%N)" >> "$r"; '
+_RECORD = ('r="$RUNS/$RUN_HOST.log"; '
+           'echo "start $SPOOL_JOB_ID $SPOOL_ATTEMPT $RUN_HOST $$ $1 $(date +%s.%N)" >> "$r"; ')
 _END = '; echo "end $SPOOL_JOB_ID $SPOOL_ATTEMPT $RUN_HOST $$ $1" >> "$r"'
 
 # lease >= 4 s: the fuse-nfs mounts store utime in whole seconds and cache attributes ~1 s.
@@ -41,11 +42,14 @@ command = ["sh", "-c", '{_RECORD}sleep "$2"{_END}', "mark", "{{tag}}", "{{second
 env = {{ RUNS = "@RUNS@" }}
 
 [jobs.stall]    # sleeps `seconds` on its first attempt only, then 0.2 s
-command = ["sh", "-c", '{_RECORD}if [ "$SPOOL_ATTEMPT" = 1 ]; then sleep "$2"; else sleep 0.2; fi{_END}', "stall", "{{tag}}", "{{seconds}}"]
+command = ["sh", "-c",
+           '{_RECORD}if [ "$SPOOL_ATTEMPT" = 1 ]; then sleep "$2"; else sleep 0.2; fi{_END}',
+           "stall", "{{tag}}", "{{seconds}}"]
 env = {{ RUNS = "@RUNS@" }}
 
 [jobs.gate]     # runs until the file `flag` exists
-command = ["sh", "-c", '{_RECORD}while [ ! -e "$2" ]; do sleep 0.1; done{_END}', "gate", "{{tag}}", "{{flag}}"]
+command = ["sh", "-c", '{_RECORD}while [ ! -e "$2" ]; do sleep 0.1; done{_END}',
+           "gate", "{{tag}}", "{{flag}}"]
 env = {{ RUNS = "@RUNS@" }}
 timeout = "180s"
 
