@@ -589,23 +589,54 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
 def snapshot_code(target: Path, timeout: float = 300.0) -> Path:
     """A copy of the tree's spool/ and cli/ (as spool/cli), taken at the start and put first
     on the cluster's PYTHONPATH: the run tests one version of the code, whatever edits land
-    meanwhile. A copy that does not import (an edit in progress) is taken again (bounded)."""
+    meanwhile. A copy that fails the preflight (an edit in progress) is taken again, bounded."""
     import shutil
 
     tree = TESTS.parent
-    check = [sys.executable, "-c", "import spool.worker, spool.cli.daemons, spool.reaper"]
 
     def take() -> bool:
         shutil.rmtree(target, ignore_errors=True)
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(tree / "spool", target / "spool", ignore=ignore)
         shutil.copytree(tree / "cli", target / "spool" / "cli", ignore=ignore)
-        env = dict(os.environ, PYTHONPATH=str(target))
-        done = subprocess.run(check, capture_output=True, text=True, env=env, cwd=target)
-        return done.returncode == 0
+        return preflight(target)
 
-    wait_until(take, timeout, f"a copy of {tree}/spool and cli that imports")
+    wait_until(take, timeout, f"a copy of {tree}/spool and cli that passes the preflight")
     return target
+
+
+def preflight(code: Path) -> bool:
+    """Every command the cluster runs works once on a scratch spool: submit, a hand drop,
+    cron --once, reap --once, worker --burst, and the job ends in done/."""
+    import shutil
+
+    scratch = code / "preflight"
+    shutil.rmtree(scratch, ignore_errors=True)
+    make_spool(scratch, CONFIG.format(heartbeat=1.0, lease=3.0, durable="false"))
+    env = cli_env(CHAOS_HOST="a")
+    env["PYTHONPATH"] = os.pathsep.join([str(code), env["PYTHONPATH"]])
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "spool.cli", "--spool", str(scratch),
+                               "--host", "a", *args], capture_output=True, text=True,
+                              env=env, cwd=code, timeout=120)
+    try:
+        submitted = cli("submit", "chaos1", '{"tag": "preflight"}')
+        (scratch / "pending" / "preflight-drop.json").write_text(
+            '{"job": "chaos1", "args": {"tag": "drop"}}')
+        steps = [submitted, cli("cron", "--once"), cli("reap", "--once"),
+                 cli("worker", "--burst", "--capacity", "2")]
+    except subprocess.TimeoutExpired:
+        return False
+    done = {n for n in _names(scratch / "done") if n.endswith(".json")}
+    ok = all(step.returncode == 0 for step in steps) and \
+        {f"{submitted.stdout.strip()}.json", "preflight-drop.json"} <= done
+    if not ok:
+        print("chaos: preflight failed, taking the snapshot again: " + " | ".join(
+            step.stderr.strip().splitlines()[-1] for step in steps
+            if step.returncode and step.stderr.strip()), file=sys.stderr, flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return ok
 
 
 def code_version() -> dict:
