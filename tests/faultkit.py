@@ -27,10 +27,15 @@ from conftest import CONFIG, cli_env, start_cli
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# a job that waits (bounded: 60 s at most) for a marker file to appear, then exits 0
+# jobs that wait (bounded: 60 s at most) for a marker file to appear, then exit 0 (`wait`) or
+# 1 (`wait_fail`, retried once)
 WAIT_JOB = """
 [jobs.wait]
 command = ["sh", "-c", 'i=0; while [ ! -e "$0" ]; do i=$((i+1)); [ "$i" -gt 600 ] && exit 3; sleep 0.1; done', "{marker}"]
+
+[jobs.wait_fail]
+command = ["sh", "-c", 'i=0; while [ ! -e "$0" ]; do i=$((i+1)); [ "$i" -gt 600 ] && exit 3; sleep 0.1; done; exit 1', "{marker}"]
+max_attempts = 2
 """
 FAULT_CONFIG = CONFIG + WAIT_JOB
 
@@ -272,68 +277,68 @@ def test_users():
             subprocess.run(["groupdel", name], capture_output=True, timeout=30)
 
 
-def as_user(user: User, argv: list[str], umask: str | None = None) -> list[str]:
-    """argv run as `user` with its groups (setpriv), under `umask` when given."""
-    prefix = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups"]
-    if umask is not None:
-        prefix += ["sh", "-c", f'umask {umask} && exec "$@"', "sh"]
-    return prefix + argv
+def as_user(user: User, argv: list[str]) -> list[str]:
+    """argv run as `user` with its groups (setpriv)."""
+    return ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", *argv]
 
 
 def user_env(home: Path) -> dict[str, str]:
     return cli_env(HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
 
 
-_INTERPRETERS: dict[int, list[str]] = {}
+_INTERPRETERS: dict[int, str] = {}
 
 
-def spool_argv(user: User, home: Path) -> list[str]:
-    """How `user` runs this checkout's CLI: `sys.executable -m spool.cli` when the user can
-    execute it; else (the interpreter lives under root's 0700 home) a system python3 of the
-    same version that adds this venv's site-packages — the same code, never a `spool` found
-    on the PATH."""
+def _interpreter(user: User, home: Path) -> str:
+    """A Python of this venv's version that `user` can execute: `sys.executable` when the user
+    may, else (the interpreter lives under root's 0700 home) the system one."""
     if user.uid in _INTERPRETERS:
         return _INTERPRETERS[user.uid]
-    argv = [sys.executable, "-m", "spool.cli"]
-    probe = subprocess.run(as_user(user, [sys.executable, "-c", "import spool.cli"]),
-                           capture_output=True, env=user_env(home), timeout=60)
-    if probe.returncode != 0:
-        site = sysconfig.get_paths()["purelib"]
-        boot = (f"import runpy, site, sys; site.addsitedir({site!r}); sys.argv[0] = 'spool'; "
-                "runpy.run_module('spool.cli', run_name='__main__', alter_sys=True)")
-        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-        for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
-            if os.access(candidate, os.X_OK):
-                argv = [candidate, "-c", boot]
-                break
-        else:
-            pytest.skip(f"{user.name} cannot run {sys.executable} and there is no system "
-                        f"python{version}")
-        check = subprocess.run(as_user(user, [*argv, "--version"]), capture_output=True,
-                               text=True, env=user_env(home), timeout=60)
-        if check.returncode != 0:
-            pytest.skip(f"{user.name} cannot run the spool CLI: {check.stderr.strip()}")
-    _INTERPRETERS[user.uid] = argv
-    return argv
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    for candidate in (sys.executable, f"/usr/bin/python{version}",
+                      f"/usr/local/bin/python{version}"):
+        probe = subprocess.run(as_user(user, [candidate, "-c", _boot(None, "--version")]),
+                               capture_output=True, text=True, env=user_env(home), timeout=60)
+        if probe.returncode == 0:
+            _INTERPRETERS[user.uid] = candidate
+            return candidate
+    pytest.skip(f"{user.name} cannot run the spool CLI with any python{version}")
 
 
-def run_as(user: User, spool: Path, *args: str, host: str = "test", umask: str | None = None,
+def _boot(umask: int | None, *args: str) -> str:
+    """`python -c` code that runs this checkout's CLI (`-m spool.cli`, with this venv's
+    site-packages added, so a system interpreter runs the same code; never a `spool` found on
+    the PATH), under `umask` set in-process (no shell in between)."""
+    site = sysconfig.get_paths()["purelib"]
+    umask_code = f"os.umask({umask:#o}); " if umask is not None else ""
+    extra = f"sys.argv[1:] = {list(args)!r}; " if args else ""
+    return (f"import os, runpy, site, sys; {umask_code}site.addsitedir({site!r}); "
+            f"sys.argv[0] = 'spool'; {extra}"
+            "runpy.run_module('spool.cli', run_name='__main__', alter_sys=True)")
+
+
+def spool_argv(user: User, home: Path, umask: int | None = None) -> list[str]:
+    """argv (after the setpriv prefix) for `user` to run the spool CLI under `umask`."""
+    return [_interpreter(user, home), "-c", _boot(umask)]
+
+
+def run_as(user: User, spool: Path, *args: str, host: str = "test", umask: int | None = None,
            timeout: float = 60, home: Path | None = None) -> subprocess.CompletedProcess:
     """The spool CLI as `user`."""
     home = home or spool.parent
-    argv = [*spool_argv(user, home), "--spool", str(spool), "--host", host, *args]
-    return subprocess.run(as_user(user, argv, umask), capture_output=True, text=True,
+    argv = [*spool_argv(user, home, umask), "--spool", str(spool), "--host", host, *args]
+    return subprocess.run(as_user(user, argv), capture_output=True, text=True,
                           env=user_env(home), timeout=timeout)
 
 
 def start_as(user: User, spool: Path, *args: str, host: str, log: Path,
-             umask: str | None = None) -> subprocess.Popen:
+             umask: int | None = None) -> subprocess.Popen:
     """A long-running spool command as `user`, its output in `log` (root-owned)."""
     home = spool.parent
-    argv = [*spool_argv(user, home), "--spool", str(spool), "--host", host, *args]
+    argv = [*spool_argv(user, home, umask), "--spool", str(spool), "--host", host, *args]
     out = open(log, "ab")
     try:
-        return subprocess.Popen(as_user(user, argv, umask), stdout=out, stderr=out,
+        return subprocess.Popen(as_user(user, argv), stdout=out, stderr=out,
                                 env=user_env(home))
     finally:
         out.close()

@@ -91,7 +91,7 @@ def test_each_submit_on_a_filling_disk_succeeds_whole_or_fails_cleanly(tmpfs_fac
             filler.leave(room)
             result = spool_cli(spool, "submit", "echo", json.dumps(args), "--id", job_id,
                                "--unique", f"key-{job_id}")
-            where = f"{job_id} ({room} free {kind})"
+            where = f"{job_id} ({room} {'pages' if kind == 'space' else 'inodes'} free)"
             if result.returncode == 0:
                 succeeded.append(job_id)
                 body = pending_body(spool, job_id)
@@ -122,12 +122,20 @@ def test_each_submit_on_a_filling_disk_succeeds_whole_or_fails_cleanly(tmpfs_fac
 
 # -- (b, c) a worker's finish hits the full disk ---------------------------------------------
 
+ENDINGS = {  # job type -> where its jobs end and the outcomes of their attempts
+    "wait": ("done", ["completed"]),  # the finish (move, then fill) meets the full disk
+    "wait_fail": ("dead", ["failed", "failed"]),  # the requeue (stage, then move) meets it
+}
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_worker_whose_finish_hits_a_full_disk_keeps_its_jobs_then_finishes_each_once(
-        tmpfs_factory, daemons, tmp_path, kind):
+@pytest.mark.parametrize("job", list(ENDINGS))
+def test_a_worker_whose_settling_hits_a_full_disk_keeps_its_jobs_then_settles_each_once(
+        tmpfs_factory, daemons, tmp_path, kind, job):
     spool, filler = tiny_spool(tmpfs_factory, kind)
+    state, outcomes = ENDINGS[job]
     marker = tmp_path / "go"
-    ids = [spool_cli(spool, "submit", "wait", json.dumps({"marker": str(marker)})).stdout.strip()
+    ids = [spool_cli(spool, "submit", job, json.dumps({"marker": str(marker)})).stdout.strip()
            for _ in range(3)]
     log = tmp_path / "worker.log"
     worker = daemons.start(spool, "worker", "--capacity", "4", host="test", log=log)
@@ -150,8 +158,9 @@ def test_a_worker_whose_finish_hits_a_full_disk_keeps_its_jobs_then_finishes_eac
             except FileNotFoundError:
                 return True  # the assertion below names what went missing
 
-        wait_until(all_beat_again, 3 * LEASE, "heartbeats of the unfinished jobs")
-        assert sorted(state_files(spool)["processing"]) == sorted(ids), state_files(spool)
+        wait_until(all_beat_again, 3 * LEASE, "heartbeats of the unsettled jobs")
+        assert sorted(state_files(spool)["processing"]) == sorted(ids), (
+            f"{state_files(spool)}, tmp/ {sorted(os.listdir(spool / 'tmp'))}")
         # a reaper on another host watches them for longer than the lease: none is stale
         start = time.monotonic()
         while time.monotonic() - start < 1.5 * LEASE:
@@ -164,16 +173,16 @@ def test_a_worker_whose_finish_hits_a_full_disk_keeps_its_jobs_then_finishes_eac
             "the full disk is logged without the path:\n" + "\n".join(logged[:5]))
 
         filler.free()
-        wait_until(lambda: set(ids) <= set(state_files(spool)["done"]), 60,
-                   "every job in done/ once space returned")
+        wait_until(lambda: set(ids) <= set(state_files(spool)[state]), 60,
+                   f"every job in {state}/ once space returned")
     finally:
         marker.touch()
     files = state_files(spool)
     for job_id in ids:
-        assert files["done"].count(job_id) == 1 and everywhere(spool, job_id) == ["done"], files
-        record = json.loads((spool / "done" / f"{job_id}.json").read_bytes())
-        assert record["outcome"] == "completed" and record["attempts"] == 1, record
-        assert [h["outcome"] for h in record["history"]] == ["completed"], record["history"]
+        assert files[state].count(job_id) == 1 and everywhere(spool, job_id) == [state], files
+        record = json.loads((spool / state / f"{job_id}.json").read_bytes())
+        assert record["outcome"] == outcomes[-1] and record["attempts"] == len(outcomes), record
+        assert [h["outcome"] for h in record["history"]] == outcomes, record["history"]
     assert not job_files_parse(spool)
     assert worker.poll() is None, read_log(log)
 

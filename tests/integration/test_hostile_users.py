@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -281,14 +282,17 @@ def test_a_planted_cancel_link_is_an_error_naming_it(group_arena):
     marker = arena.root / "release-the-jobs"
     linked = arena.submit("wait", {"marker": str(marker)})
     dangling = arena.submit("wait", {"marker": str(marker)})
+    before = snapshot(arena.outside)
     worker = arena.start_worker()
     problems: list[str] = []
     try:
         wait_until(lambda: {linked, dangling} <= set(state_files(arena.spool)["processing"]),
                    30, "both jobs running")
+        # the worker is stopped while the links are planted and `spool cancel` runs, so that
+        # the command meets them first (a running worker looks at cancel/ twice a second)
+        worker.send_signal(signal.SIGSTOP)
         arena.plant(f"ln -s {arena.victim} cancel/{linked} && "
                     f"ln -s {arena.outside}/new-cancel cancel/{dangling}")
-        before = snapshot(arena.outside)
         for job_id in (dangling, linked):
             result = spool_cli(arena.spool, "cancel", job_id, host="setup")
             line = last_line(result.stderr)
@@ -296,6 +300,7 @@ def test_a_planted_cancel_link_is_an_error_naming_it(group_arena):
                     or not line.startswith("Error:") or f"cancel/{job_id}" not in line:
                 problems.append(f"spool cancel {job_id} over a planted link: {describe(result)}")
     finally:
+        worker.send_signal(signal.SIGCONT)
         marker.touch()
     arena.wait(lambda: arena.record(linked) and arena.record(dangling), 30, "both jobs to end",
                problems)
@@ -437,13 +442,14 @@ def test_members_under_umask_077_keep_the_group_spool_writable_and_their_events(
     ids: dict[str, str] = {}
 
     def as_members() -> None:
-        for who, user in (("m1", member), ("m2", member2), ("m3", member)):
+        for who, user, later in (("m1", member, []), ("m2", member2, []),
+                                 ("m3", member, ["--delay", "1h"])):  # m3 waits to be cancelled
             result = run_as(user, arena.spool, "submit", "echo", '{"message": "from a member"}',
-                            host="test", umask="077")
+                            *later, host="test", umask=0o077)
             ids[who] = result.stdout.strip()
             if result.returncode != 0 or result.stderr.strip():
                 problems.append(f"{user.name} submit: {describe(result)}")
-        result = run_as(member2, arena.spool, "cancel", ids["m3"], host="test", umask="077")
+        result = run_as(member2, arena.spool, "cancel", ids["m3"], host="test", umask=0o077)
         if result.returncode != 0 or "journal" in result.stderr:
             problems.append(f"{member2.name} cancel: {describe(result)}")
 
