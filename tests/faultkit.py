@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIG, cli_env, start_cli
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -58,15 +57,15 @@ def mount_tmpfs(where: Path, size: str, nr_inodes: int) -> None:
     where.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["mount", "-t", "tmpfs", "-o",
                              f"size={size},nr_inodes={nr_inodes},mode=0755", "tmpfs",
-                             str(where)], capture_output=True, text=True, timeout=30)
+                             str(where)], check=False, capture_output=True, text=True, timeout=30)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs at {where}: {result.stderr.strip()}")
 
 
 def unmount(where: Path) -> None:
     """Unmount, lazily when something still holds the filesystem."""
-    if subprocess.run(["umount", str(where)], capture_output=True, timeout=30).returncode:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+    if subprocess.run(["umount", str(where)], check=False, capture_output=True, timeout=30).returncode:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)
 
 
 @pytest.fixture
@@ -272,9 +271,9 @@ def test_users():
         yield {**found, "group": GROUP}
     finally:
         for name in users:
-            subprocess.run(["userdel", name], capture_output=True, timeout=30)
+            subprocess.run(["userdel", name], check=False, capture_output=True, timeout=30)
         for name in groups:
-            subprocess.run(["groupdel", name], capture_output=True, timeout=30)
+            subprocess.run(["groupdel", name], check=False, capture_output=True, timeout=30)
 
 
 def as_user(user: User, argv: list[str]) -> list[str]:
@@ -298,7 +297,8 @@ def _interpreter(user: User, home: Path) -> str:
     for candidate in (sys.executable, f"/usr/bin/python{version}",
                       f"/usr/local/bin/python{version}"):
         probe = subprocess.run(as_user(user, [candidate, "-c", _boot(None, "--version")]),
-                               capture_output=True, text=True, env=user_env(home), timeout=60)
+                               check=False, capture_output=True, text=True, env=user_env(home),
+                               timeout=60)
         if probe.returncode == 0:
             _INTERPRETERS[user.uid] = candidate
             return candidate
@@ -327,7 +327,7 @@ def run_as(user: User, spool: Path, *args: str, host: str = "test", umask: int |
     """The spool CLI as `user`."""
     home = home or spool.parent
     argv = [*spool_argv(user, home, umask), "--spool", str(spool), "--host", host, *args]
-    return subprocess.run(as_user(user, argv), capture_output=True, text=True,
+    return subprocess.run(as_user(user, argv), check=False, capture_output=True, text=True,
                           env=user_env(home), timeout=timeout)
 
 
@@ -336,17 +336,14 @@ def start_as(user: User, spool: Path, *args: str, host: str, log: Path,
     """A long-running spool command as `user`, its output in `log` (root-owned)."""
     home = spool.parent
     argv = [*spool_argv(user, home, umask), "--spool", str(spool), "--host", host, *args]
-    out = open(log, "ab")
-    try:
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(as_user(user, argv), stdout=out, stderr=out,
                                 env=user_env(home))
-    finally:
-        out.close()
 
 
 def sh_as(user: User, script: str, cwd: Path) -> subprocess.CompletedProcess:
     """A shell snippet as `user` (planting links, FIFOs...)."""
-    return subprocess.run(as_user(user, ["sh", "-c", script]), capture_output=True, text=True,
+    return subprocess.run(as_user(user, ["sh", "-c", script]), check=False, capture_output=True, text=True,
                           cwd=cwd, env=user_env(cwd), timeout=30)
 
 

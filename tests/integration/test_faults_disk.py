@@ -7,6 +7,7 @@ daemon started on a full disk waits, retries, and works once space returns.
 Root only (mount); every test skips cleanly elsewhere.
 """
 
+# ruff: noqa: F811  (fixtures imported from faultkit are parameters here)
 from __future__ import annotations
 
 import json
@@ -15,10 +16,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_spool, spool_cli, state_files, wait_until
-from faultkit import (FAULT_CONFIG, Filler, daemons, describe, last_line,  # noqa: F401
-                      lines_with, read_log, tmpfs_factory, traceback_free)
+from faultkit import (  # noqa: F401
+    FAULT_CONFIG,
+    Filler,
+    daemons,
+    describe,
+    last_line,
+    lines_with,
+    read_log,
+    tmpfs_factory,
+    traceback_free,
+)
 
 KINDS = ["space", "inodes"]
 LEASE = 3.0  # conftest CONFIG: heartbeat 1s, lease 3s

@@ -10,6 +10,7 @@ journal lines are never lost.
 Root only (useradd, setpriv); the tests skip cleanly elsewhere.
 """
 
+# ruff: noqa: F811  (fixtures imported from faultkit are parameters here)
 from __future__ import annotations
 
 import grp
@@ -23,16 +24,29 @@ import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import make_spool, spool_cli, state_files, wait_until
-from faultkit import (FAULT_CONFIG, Daemons, User, daemons, describe,  # noqa: F401
-                      diff_snapshots, files_containing, last_line, lines_with, read_log,
-                      require_root, run_as, sh_as, snapshot, start_as, test_users,
-                      traceback_free)
+from faultkit import (  # noqa: F401
+    FAULT_CONFIG,
+    Daemons,
+    User,
+    daemons,
+    describe,
+    diff_snapshots,
+    files_containing,
+    last_line,
+    lines_with,
+    read_log,
+    run_as,
+    sh_as,
+    snapshot,
+    start_as,
+    test_users,
+    traceback_free,
+)
 
 EARLY = "5-20260101T000000.000000Z"  # a canonical pending prefix, due long ago
 
@@ -258,7 +272,7 @@ def test_planted_result_and_old_staging_names_are_never_followed(group_arena):
 @pytest.mark.parametrize("what", ["day-files", "host-directory"])
 def test_a_planted_journal_link_is_refused_and_named(group_arena, what):
     arena = group_arena
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
     if what == "day-files":
         days = [today - timedelta(days=1), today, today + timedelta(days=1)]
         arena.plant("mkdir events/test && " + " && ".join(
@@ -269,9 +283,9 @@ def test_a_planted_journal_link_is_refused_and_named(group_arena, what):
     worker = arena.start_worker()
     problems: list[str] = []
     job_id = arena.submit("echo", {"message": "journalled?"})
-    if arena.wait(lambda: arena.record(job_id), 30, "the job to end", problems):
-        if arena.record(job_id)["outcome"] != "completed":
-            problems.append(f"{arena.record(job_id)}")
+    if arena.wait(lambda: arena.record(job_id), 30, "the job to end", problems) \
+            and arena.record(job_id)["outcome"] != "completed":
+        problems.append(f"{arena.record(job_id)}")
     if not lines_with(read_log(arena.log_of("test")), "events/test"):
         problems.append("the worker's log never names events/test")
     arena.verdict(before, worker, problems)
@@ -325,9 +339,9 @@ def test_a_planted_processing_host_link_is_refused_and_named(group_arena):
     if linked_worker.poll() is not None:
         problems.append(f"the worker of test2 exited ({linked_worker.returncode})")
     worker = arena.start_worker("test")  # a sound host runs the job
-    if arena.wait(lambda: arena.record(job_id), 30, "the job to end", problems):
-        if arena.record(job_id)["outcome"] != "completed":
-            problems.append(f"{arena.record(job_id)}")
+    if arena.wait(lambda: arena.record(job_id), 30, "the job to end", problems) \
+            and arena.record(job_id)["outcome"] != "completed":
+        problems.append(f"{arena.record(job_id)}")
     arena.verdict(before, worker, problems)
 
 
@@ -375,9 +389,9 @@ def test_a_hard_link_to_a_secret_in_pending_is_never_run_or_read_out(group_arena
     before = snapshot(arena.outside)
     worker = arena.start_worker()
     problems: list[str] = []
-    if arena.wait(lambda: arena.record("hard"), 30, "the hard link to reach dead/", problems):
-        if arena.record("hard")["outcome"] != "invalid":
-            problems.append(f"{arena.record('hard')}")
+    if arena.wait(lambda: arena.record("hard"), 30, "the hard link to reach dead/", problems) \
+            and arena.record("hard")["outcome"] != "invalid":
+        problems.append(f"{arena.record('hard')}")
     arena.verdict(before, worker, problems, skip_inodes=frozenset({arena.secret.stat().st_ino}))
 
 
