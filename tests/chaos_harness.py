@@ -1141,6 +1141,8 @@ def check_overlaps(ctx: Context) -> Check:
                 item["explained_by"] = (None if freeze is None else
                                         f"freeze of {freeze.name} pid {freeze.pid} "
                                         f"{ctx.t(freeze.start)}..{ctx.t(freeze.end)}")
+                if freeze is not None:  # how long the woken worker let its stale task run
+                    item["after_thaw_s"] = round(stop - freeze.end, 3)
                 overlaps.append(item)
                 if freeze is None and item["hard"]:
                     item["context"] = _overlap_context(ctx, first, start)
@@ -1148,12 +1150,15 @@ def check_overlaps(ctx: Context) -> Check:
                     unexplained.append(item)
     explained = sum(1 for o in overlaps if o["explained_by"])
     marginal = sum(1 for o in overlaps if not o["hard"])
+    after_thaw = [o["after_thaw_s"] for o in overlaps if "after_thaw_s" in o]
     return Check("overlaps_explained", not unexplained,
                  f"{len(overlaps)} overlapping runs of one job ({explained} explained by a "
                  f"freeze past the lease, {marginal} within the watcher's slack); "
-                 f"{len(unexplained)} unexplained", unexplained[:15],
+                 f"{len(unexplained)} unexplained",
+                 unexplained[:15] + [o for o in overlaps if o["explained_by"]][:5],
                  {"total": len(overlaps), "explained": explained, "marginal": marginal,
-                  "unexplained": len(unexplained)})
+                  "unexplained": len(unexplained),
+                  "max_s_stale_task_ran_after_thaw": max(after_thaw, default=None)})
 
 
 def _overlap_context(ctx: Context, first: Execution, at: float) -> list[str]:
@@ -1225,8 +1230,12 @@ def check_tmp(spool: Path, where: dict[str, list[str]]) -> Check:
             body = None
         if isinstance(body, dict) and "job" in body and "id" in body:
             job_id = body["id"]
+            parts = name.split(",")
+            writer = int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
             bodies.append({"name": name, "id": job_id, "job_states": where.get(job_id, []),
-                           "outcome": body.get("outcome"), "attempts": body.get("attempts")})
+                           "outcome": body.get("outcome"), "attempts": body.get("attempts"),
+                           "writer_pid": writer, "writer_alive": writer is not None
+                           and os.path.exists(f"/proc/{writer}")})
         else:
             other[_tmp_kind(name)] += 1
     return Check("tmp_holds_no_job_body", not bodies,
