@@ -119,6 +119,7 @@ class HostLedger:
         self.mode = file_mode(layout.root)
         self.lock = FileLock(str(layout.hosts / f"{host}.lock"), mode=self.mode)
         self.boot = boot_id()
+        self.rewrite = False  # the file is missing or damaged: save even when unchanged
 
     @contextmanager
     def locked(self, capacity: int | None = None) -> Iterator[Ledger]:
@@ -131,7 +132,7 @@ class HostLedger:
             before = copy.deepcopy(ledger.to_dict())
             yield ledger
             after = ledger.to_dict()
-            if after != before or not self.path.exists():
+            if after != before or self.rewrite:
                 replace_file(self.path, json.dumps(after, separators=(",", ":")).encode(),
                              self.layout.tmp, self.durable, host=self.host, mode=self.mode)
 
@@ -143,15 +144,18 @@ class HostLedger:
             pass
 
     def _load(self, capacity: int | None) -> Ledger:
+        self.rewrite = False
         try:  # never through a link a group member planted
             data = json.loads(read_bounded(self.path, 64 << 20))
         except FileNotFoundError:
             data = {}
+            self.rewrite = True
         except (OSError, ValueError, RecursionError) as exc:
             log.error("ledger %s is unreadable, starting it afresh: %s", self.path, exc)
             data = {}
         if not isinstance(data, dict):
             data = {}
+        self.rewrite = self.rewrite or not data
         return Ledger(self.host, capacity or data.get("capacity") or os.cpu_count() or 1,
                       data.get("workers", {}), data.get("running", {}), data.get("unfit", {}))
 
