@@ -245,17 +245,29 @@ class Store(Catalog):
                 inode: int | None = None, lock_fd: int | None = None,
                 attempt: int | None = None) -> Path:
         """Stage then move: `source` (a processing or dead file) returns to pending/ as `body`.
-        `lock_fd` is closed once the file is held, before the hold is unlinked."""
+        The body is staged before `source` is held, so that a full disk leaves `source` where
+        it stands (its worker keeps it and retries). `lock_fd` is closed in every case, once
+        the file is held (before the hold is unlinked) or when nothing moved."""
+        try:
+            staged = self._stage(body)
+        except BaseException:
+            _close(lock_fd)
+            raise
         try:
             hold = self.hold(source, verb, body["id"],
                              attempt if attempt is not None else body.get("attempts", 0), inode)
+        except BaseException:
+            discard(staged)
+            raise
         finally:
             _close(lock_fd)
-        return self.requeue_hold(hold, body, now, verb)
+        return self.requeue_hold(hold, body, now, verb, staged)
 
-    def requeue_hold(self, hold: Path, body: dict, now: datetime, verb: str) -> Path:
-        """Second half of a requeue: the new body into pending/, then drop the hold."""
-        staged = self._stage(body)
+    def requeue_hold(self, hold: Path, body: dict, now: datetime, verb: str,
+                     staged: str | None = None) -> Path:
+        """Second half of a requeue: the new body (staged here unless given) into pending/,
+        then drop the hold."""
+        staged = staged or self._stage(body)
         dest = self.layout.pending / self._pending_name(body)
         try:
             os.rename(staged, dest)
