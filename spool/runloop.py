@@ -128,7 +128,7 @@ def start_worker(worker: Worker, loop: Loop, clock: Callable[[], datetime]) -> b
         except Exception as exc:  # noqa: BLE001 - full disk, EACCES, EIO...: wait, never exit
             failures += 1
             wait = min(START_BACKOFF_MAX, 0.5 * 2 ** failures)
-            log.error("worker cannot start (retry in %gs): %s", wait, exc,
+            log.error("worker cannot start (retry in %gs): %s", wait, worker.describe(exc),
                       exc_info=not isinstance(exc, OSError))
             loop.wait(wait, full=True)
     return False
@@ -153,7 +153,7 @@ def run_worker(worker: Worker, clock: Callable[[], datetime]) -> int:
                 if not worker.step(clock()):
                     break
             except OSError as exc:  # a filesystem fault: log, back off, carry on
-                log.error("filesystem error, retrying: %s", exc)
+                log.error("filesystem error, retrying: %s", worker.describe(exc))
                 loop.wait(min(5.0, worker.config.defaults.poll), full=True)
             except Exception:  # noqa: BLE001 - the outermost loop: log, back off, carry on
                 log.exception("worker step failed; retrying")

@@ -181,14 +181,19 @@ class Worker:
             return False
         return True
 
-    @staticmethod
-    def _guarded(what: str, action: Callable[[], None]) -> None:
+    def _guarded(self, what: str, action: Callable[[], None]) -> None:
         """One phase of a step: a filesystem fault is logged and the step goes on, so that a
         full disk never stops heartbeats or the other phases."""
         try:
             action()
         except OSError as exc:
-            log.error("%s: filesystem error, retrying: %s", what, exc)
+            log.error("%s: filesystem error, retrying: %s", what, self.describe(exc))
+
+    def describe(self, exc: BaseException) -> str:
+        """An error with the path it concerns (a write on a full disk names none: the spool)."""
+        if isinstance(exc, OSError) and exc.filename is None:
+            return f"{self.store.layout.root}: {exc}"
+        return str(exc)
 
     def adopt(self, now: datetime) -> bool:
         """Adopt drops for at most a quarter of a heartbeat (DESIGN §4: a burst of thousands
