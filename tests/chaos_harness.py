@@ -65,7 +65,7 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from chaosfns import _process_start  # noqa: E402
+from chaosfns import process_start  # noqa: E402
 from conftest import cli_env, make_spool, wait_until  # noqa: E402
 
 HOSTS = ("a", "b", "c")
@@ -433,7 +433,7 @@ class TaskWatcher(threading.Thread):
         except ProcessLookupError:
             self.deaths[key] = (now, "gone-when-seen")
             return
-        if _process_start(pid) != pstart:  # already gone, pid reused
+        if process_start(pid) != pstart:  # already gone, pid reused
             os.close(fd)
             self.deaths[key] = (now, "gone-when-seen")
             return
@@ -729,7 +729,7 @@ def _settle_listings(spool: Path, spool_b: Path) -> None:
 def _kill_tasks(watcher: TaskWatcher, keys: list[tuple]) -> None:
     """Tasks still running after shutdown (already reported): stop them, ours to clean up."""
     for pid, pstart in keys:
-        if _process_start(pid) == pstart:
+        if process_start(pid) == pstart:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

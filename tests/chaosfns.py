@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 
-def _process_start(pid: int | str = "self") -> str | None:
+def process_start(pid: int | str = "self") -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
@@ -52,7 +52,7 @@ def _record(event: str, **extra: object) -> None:
         "ev": event, "job": os.environ.get("SPOOL_JOB_ID"), "type": os.environ.get("SPOOL_JOB"),
         "attempt": int(os.environ.get("SPOOL_ATTEMPT") or 0),
         "host": os.environ.get("CHAOS_HOST"), "pid": os.getpid(), "pgid": os.getpgid(0),
-        "ppid": os.getppid(), "pstart": _process_start(), "mono": time.monotonic(),
+        "ppid": os.getppid(), "pstart": process_start(), "mono": time.monotonic(),
         "wall": time.time(), **extra})
 
 

@@ -34,7 +34,8 @@ def test_cluster_survives_random_kills_and_freezes(tmp_path):
     # the chaos really happened: kills and freezes of every kind of process, jobs of every kind
     assert set(figures["kills"]) | set(figures["freezes"]) == {"worker", "cron", "reaper",
                                                                 "submitter"}
-    assert figures["jobs"]["accepted"] > 100 and figures["jobs"]["cron_fires"] > 10
+    assert figures["jobs"]["accepted"] > 2 * CHAOS_SECONDS  # ~4.5 a second are submitted
+    assert figures["jobs"]["cron_fires"] > CHAOS_SECONDS / 4  # one fire every 2 s
     assert {"api", "cli"} <= set(figures["jobs"]["accepted_by_how"])
 
     # the checks of the first chaos test: no job in two states, every submitted job and every
