@@ -456,3 +456,83 @@ def test_a_worker_that_cannot_take_the_host_lock_waits_and_starts_later(tmp_path
         assert proc.poll() is None
     finally:
         stop(proc)
+
+
+# -- 5, 6. full disks, in process (no tmpfs needed) ------------------------------------------
+
+def in_process_worker(spool: Path):
+    from spool.worker import Worker
+
+    sp = Spool(spool, host="a")
+    worker = Worker(sp, capacity=1)
+    worker.start(sp.clock())
+    return sp, worker
+
+
+def steps_until(worker, predicate, message: str, timeout: float = 30):
+    def stepped():
+        worker.step(worker.spool.clock())
+        return predicate()
+    return wait_until(stepped, timeout, message)
+
+
+def files_held(needle: str) -> list[str]:
+    """Targets of this process's descriptors that contain `needle`."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if needle in target:
+            held.append(target)
+    return held
+
+
+def test_a_claim_the_ledger_cannot_record_ends_the_attempt_at_once(tmp_path, monkeypatch):
+    from spool import ledger as ledger_module
+
+    spool = make_spool(tmp_path / "spool")
+    sp, worker = in_process_worker(spool)
+    job_id = submit(spool, "noop")
+    worker.view.refresh(time.monotonic())
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ledger_module, "replace_file", full)
+    worker.claim_and_start(sp.clock())
+    monkeypatch.undo()
+    job = sp.get(job_id)
+    assert job.state == "pending" and worker.running == {} and files_held(job_id) == []
+    assert job.history[-1]["outcome"] == "failed"
+    assert "cannot record the claim" in job.history[-1]["error"]
+    steps_until(worker, lambda: job_id in state_files(spool)["done"], "the job to run later")
+    worker.shutdown(sp.clock())
+
+
+def test_an_outcome_that_cannot_be_staged_keeps_the_job_held_until_space_returns(tmp_path,
+                                                                                monkeypatch):
+    from spool import store as store_module
+    from spool.claim import try_lock_orphan
+
+    spool = make_spool(tmp_path / "spool")
+    sp, worker = in_process_worker(spool)
+    job_id = submit(spool, "noop")
+    real_stage = store_module.stage
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module, "stage", full)
+    steps_until(worker, lambda: worker.attempts.unsettled, "the outcome to meet the full disk")
+    path = processing_file(spool, "a", job_id)
+    assert path is not None and try_lock_orphan(path) is None  # still held by its worker
+    beat = os.stat(path).st_mtime_ns
+    steps_until(worker, lambda: os.stat(path).st_mtime_ns > beat, "a heartbeat meanwhile")
+    assert processing_file(spool, "a", job_id) == path and try_lock_orphan(path) is None
+    monkeypatch.setattr(store_module, "stage", real_stage)
+    steps_until(worker, lambda: job_id in state_files(spool)["done"], "the job to finish")
+    assert [h["outcome"] for h in read_job(spool, "done", job_id)["history"]] == ["completed"]
+    assert worker.attempts.unsettled == {} and state_files(spool)["processing"] == []
+    worker.shutdown(sp.clock())
