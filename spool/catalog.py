@@ -93,7 +93,11 @@ class Catalog:
         hosts = [host] if host else list_names(self.layout.processing)
         for name in hosts:
             directory = self.layout.host_processing(name)
-            for entry in list_names(directory):
+            try:
+                entries = list_names(directory)
+            except PermissionError:  # one host's unreadable directory must not blind the rest
+                continue
+            for entry in entries:
                 if parse_processing_name(entry):
                     yield directory / entry
 

@@ -51,6 +51,11 @@ def create_private(path: str | Path, data: bytes, durable: bool, mode: int = 0o6
                 os.fsync(fd)
         finally:
             os.close(fd)  # may report the write error itself (NFS, full disk)
+    except OSError as exc:
+        discard(path)
+        if exc.filename is None:  # write and close errors carry no path: name it
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         discard(path)
         raise
@@ -86,6 +91,23 @@ def open_append(path: Path | str, mode: int = 0o644) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def make_dir(path: Path | str, mode: int) -> None:
+    """Create a directory of the spool if missing, group-writable when files are (`mode`
+    from `file_mode`): setgid is inherited from the parent, the write bit is not."""
+    try:
+        os.mkdir(path, 0o775 if mode & 0o020 else 0o755)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise OSError(errno.ENOTDIR, "exists and is not a directory", str(path)) from None
+        return
+    if mode & 0o020:  # through a descriptor: never chmod what a planted link points at
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o2775)
+        finally:
+            os.close(fd)
 
 
 def touch_marker(path: Path | str, mode: int = 0o644) -> None:

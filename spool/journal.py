@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from datetime import datetime
 from pathlib import Path
 
-from spool.files import open_append
+from spool.files import make_dir, open_append
 from spool.timeutil import format_time
 
 log = logging.getLogger("spool.journal")
@@ -52,11 +51,7 @@ class Journal:
     def _file(self, day: str) -> int:
         if self._fd is None or day != self._day:
             self.close()
-            try:
-                os.mkdir(self.directory, 0o775 if self.mode & 0o020 else 0o755)
-            except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(self.directory).st_mode):
-                    raise OSError(f"{self.directory} is not a directory (a link?)") from None
+            make_dir(self.directory, self.mode)
             self._fd = open_append(self.directory / f"{day}.jsonl", self.mode)
             self._day = day
         return self._fd

@@ -342,9 +342,17 @@ class Store(Catalog):
 
     def adopt(self, hold: Path, body: dict, now: datetime, exclusive_id: bool,
               token: str, pending_ids: set[str] | None = None) -> str:
-        """A held drop, validated, enters pending/ under its canonical name."""
-        self.markers.take_all(body, now, exclusive_id, token, pending_ids)
-        self.requeue_hold(hold, body, now, "adopt")
+        """A held drop, validated, enters pending/ under its canonical name. A filesystem
+        fault (a full disk) hands the drop back to pending/ as `ID.json`, adopted again later
+        to the same id, rather than leaving it in tmp/ while its adopter lives on."""
+        markers = self.markers.take_all(body, now, exclusive_id, token, pending_ids)
+        try:
+            self.requeue_hold(hold, body, now, "adopt")
+        except OSError:
+            for marker in markers:
+                self.markers.release(marker, body["id"])
+            self.return_drop(hold, body["id"])
+            raise
         return body["id"]
 
     def reject(self, hold: Path, record: dict, now: datetime) -> Path:
