@@ -46,6 +46,7 @@ Decisions:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -57,16 +58,17 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from chaosfns import process_start  # noqa: E402
-from conftest import cli_env, make_spool, wait_until  # noqa: E402
+from chaosfns import process_start
+from conftest import cli_env, make_spool, wait_until
 
 HOSTS = ("a", "b", "c")
 CRON_HOSTS = ("a", "b")
@@ -618,7 +620,7 @@ def preflight(code: Path) -> bool:
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "spool.cli", "--spool", str(scratch),
-                               "--host", "a", *args], capture_output=True, text=True,
+                               "--host", "a", *args], capture_output=True, text=True, check=False,
                               env=env, cwd=code, timeout=120)
     try:
         submitted = cli("submit", "chaos1", '{"tag": "preflight"}')
@@ -642,7 +644,8 @@ def preflight(code: Path) -> bool:
 def code_version() -> dict:
     """The commit of the tree and its uncommitted product files, for the report."""
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=TESTS.parent)
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=False,
+                              cwd=TESTS.parent)
         return done.stdout.strip()
     return {"head": git("rev-parse", "--short", "HEAD"),
             "uncommitted": git("status", "--short", "--", "spool", "cli").splitlines()}
@@ -704,7 +707,8 @@ def _cleanup_pass(cluster: Cluster) -> list[dict]:
                      ("worker", "--burst", "--capacity", str(cluster.capacity[host]))):
             argv = cluster.spool_argv(host, *args)
             try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                      timeout=120,
                                       env=cluster.env(host), cwd=cluster.cwd)
                 code, err = done.returncode, done.stderr
             except subprocess.TimeoutExpired as exc:
@@ -737,15 +741,12 @@ def _kill_tasks(watcher: TaskWatcher, keys: list[tuple]) -> None:
 
 
 def _dump_actions(work: Path, cluster: Cluster, t0: float) -> None:
+    """Every kill, freeze and unasked exit, with its time since the start (t)."""
+    rows = [{"action": "kill", **asdict(k), "t": k.at - t0} for k in cluster.kills]
+    rows += [{"action": "freeze", **asdict(f), "t": f.start - t0} for f in cluster.freezes]
+    rows += [{"action": "exit", **asdict(e), "t": e.at - t0} for e in cluster.exits]
     with open(work / "chaos-actions.jsonl", "w") as handle:
-        for kill in cluster.kills:
-            handle.write(json.dumps({"action": "kill", **asdict(kill), "t": kill.at - t0}) + "\n")
-        for freeze in cluster.freezes:
-            handle.write(json.dumps({"action": "freeze", **asdict(freeze),
-                                     "t": freeze.start - t0}) + "\n")
-        for exit_ in cluster.exits:
-            handle.write(json.dumps({"action": "exit", **asdict(exit_), "t": exit_.at - t0})
-                         + "\n")
+        handle.writelines(json.dumps(row) + "\n" for row in sorted(rows, key=lambda r: r["t"]))
 
 
 # -- the audit ------------------------------------------------------------------------------
@@ -877,6 +878,8 @@ def audit(work: Path) -> dict:
     settings = Settings(**{k: Path(v) if k in ("spool_dir", "spool_dir_b", "work") and v
                            else v for k, v in record.settings.items()})
     spool = Path(record.spool)
+    if not spool.exists() and (work / "spool").exists():
+        spool = work / "spool"  # an NFS run's spool, copied home (--nfs)
     times = record.times
     starts, ends, bad_lines = read_ledger(work / "ledger.jsonl")
     deaths = {(pid, pstart): mono for pid, pstart, mono, _ in record.deaths}
@@ -913,7 +916,8 @@ def audit(work: Path) -> dict:
     ]
     figures = _figures(ctx, work, bad_lines, checks)
     report = {"ok": all(c.ok for c in checks), "seed": settings.seed, "work": str(work),
-              "spool": str(spool), "code": record.code, "checks": [asdict(c) for c in checks], "figures": figures}
+              "spool": str(spool), "code": record.code, "checks": [asdict(c) for c in checks],
+              "figures": figures}
     (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
@@ -1217,7 +1221,7 @@ def _missed_fires(ids: list[str]) -> int:
     stamps = sorted(datetime.strptime(i.split("@", 1)[1], "%Y%m%dT%H%M%SZ") for i in ids
                     if "@" in i)
     return sum(max(0, round((b - a).total_seconds() / 2) - 1)
-               for a, b in zip(stamps, stamps[1:]))
+               for a, b in itertools.pairwise(stamps))
 
 
 def check_tmp(spool: Path, where: dict[str, list[str]]) -> Check:
@@ -1391,6 +1395,12 @@ def main(argv: list[str] | None = None) -> int:
                         options.lease, drain_timeout=options.drain_timeout, rate=options.rate,
                         durable=options.durable, snapshot=not options.live)
     report = run(settings, log=lambda text: print(text, file=sys.stderr, flush=True))
+    if options.nfs:  # keep the evidence locally; the rig's export is shared (its README)
+        import shutil
+
+        shutil.copytree(options.dir, Path(report["work"]) / "spool", symlinks=True)
+        shutil.rmtree(options.dir, ignore_errors=True)
+        report["spool"] = str(Path(report["work"]) / "spool")
     print(render(report), file=sys.stderr if options.json else sys.stdout)
     if options.json:
         print(json.dumps(report, indent=2, default=str))

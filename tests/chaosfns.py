@@ -130,7 +130,7 @@ class Submitter:
                 self.host, "submit", job, json.dumps(args), "--priority", str(priority)]
         if delay is not None:
             argv += ["--delay", f"{delay}s"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
         if done.returncode != 0:
             print(f"cli submit failed ({done.returncode}): {done.stderr.strip()}",
                   file=sys.stderr, flush=True)

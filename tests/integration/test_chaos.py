@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from chaos_harness import Settings, render, run
 
 CHAOS_SECONDS = float(os.environ.get("SPOOL_CHAOS_SECONDS", "75"))
