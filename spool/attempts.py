@@ -20,20 +20,18 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable
 
-from spool.claim import Claimed, relock
+from spool.claim import Claimed
 from spool.config import JobType
 from spool.errors import InvalidInput
 from spool.execution import Attempt, load_handler, read_result, start_attempt
-from spool.files import list_names
 from spool.job import normalize
-from spool.layout import attempt_subject, parse_tmp_name
+from spool.layout import attempt_subject
 from spool.output import Output
-from spool.recovery import invalid_record, settle
+from spool.settling import Unsettled, settle_once
 from spool.store import Store
 from spool.timeutil import format_time
 
@@ -51,20 +49,6 @@ class Running:
     output: Output
     deadline: float
     beat_at: float
-
-
-@dataclass
-class Unsettled:
-    """An ended attempt whose job could not be moved yet; retried with backoff."""
-
-    claimed: Claimed
-    body: dict | None  # None: the file is rejected to dead/ (it cannot be read as a job)
-    outcome: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    retry_at: float = 0.0
-    delay: float = 0.0
-    beat_at: float = 0.0
-    tries: int = 0
 
 
 class Attempts:
@@ -195,83 +179,17 @@ class Attempts:
         fields = {"error": error, "exit_code": exit_code, "result": result, "entry": entry,
                   "job": job}
         pending = Unsettled(item, body, outcome, fields, beat_at=time.monotonic())
-        if not self._settle(pending, now):
+        if settle_once(self.store, self.pid, pending, now):
+            self._let_go(item)
+        else:
             self.unsettled[item.job_id] = pending
 
     def retry_unsettled(self, now: datetime, mono: float) -> None:
         """Try again to move the jobs whose settling failed, each on its own backoff."""
         for job_id, pending in list(self.unsettled.items()):
-            if mono >= pending.retry_at and self._settle(pending, now):
+            if mono >= pending.retry_at and settle_once(self.store, self.pid, pending, now):
                 del self.unsettled[job_id]
-
-    def _settle(self, pending: Unsettled, now: datetime) -> bool:
-        """One try; True when the attempt is over for this worker (moved, or not ours)."""
-        item = pending.claimed
-        try:
-            source = self._source(pending)
-            if source is None:
-                log.warning("job %s attempt %d is no longer ours (reaped?): not finishing it",
-                            item.job_id, item.attempt)
-                self._let_go(item)
-                return True
-            pending.tries += 1
-            if pending.body is None:
-                record = invalid_record(item.job_id, pending.fields["error"], now,
-                                        pending.fields["job"])
-                self.store.reject(source, record, now)
-                self._let_go(item)
-                log.info("bury %s attempt %d: invalid: %s", item.job_id, item.attempt,
-                         pending.fields["error"])
-                return True
-            lock_fd, item.fd = item.fd, None  # the store closes it at the right moment
-            where = settle(self.store, source, pending.body, item.attempt, pending.outcome, now,
-                           inode=item.inode, error=pending.fields["error"],
-                           exit_code=pending.fields["exit_code"],
-                           result=pending.fields["result"], entry=pending.fields["entry"],
-                           lock_fd=lock_fd)
-        except Exception as exc:  # noqa: BLE001 - a full disk above all; kept, retried
-            if not isinstance(exc, OSError):
-                log.exception("settling job %s attempt %d failed", item.job_id, item.attempt)
-            self._defer(pending, exc)
-            return False
-        if where is None:  # another mover won: the store logged it
-            self._let_go(item)
-            return True
-        log.info("%s %s attempt %d: %s -> %s", "finish" if where in ("done", "dead")
-                 else "requeue", item.job_id, item.attempt, pending.outcome, where)
-        self._let_go(item)
-        return True
-
-    def _source(self, pending: Unsettled) -> Path | None:
-        """Where the job file of an ended attempt stands now: its processing file while it is
-        still ours, else the hold of our own requeue that a failure interrupted, else None."""
-        item = pending.claimed
-        owned = item.still_ours()
-        if owned is None:
-            raise OSError(f"cannot tell whether {item.path} is still ours")
-        if owned:
-            return item.path
-        if pending.tries == 0:
-            return None
-        subject = attempt_subject(item.job_id, item.attempt)
-        for name in list_names(self.store.layout.tmp):
-            parts = parse_tmp_name(name)
-            if parts and parts.verb == "requeue" and parts.host == self.store.host \
-                    and parts.pid == self.pid and parts.subject == subject:
-                hold = self.store.layout.tmp / name
-                if os.lstat(hold).st_ino == item.inode:
-                    return hold
-        return None
-
-    def _defer(self, pending: Unsettled, exc: Exception) -> None:
-        """After a failed settle: hold the processing file again and plan the next try."""
-        item = pending.claimed
-        if item.fd is None and pending.body is not None and item.still_ours():
-            item.fd = relock(item)
-        pending.delay = min(max(1.0, self.heartbeat), max(0.25, pending.delay * 2))
-        pending.retry_at = time.monotonic() + pending.delay
-        log.error("cannot settle job %s attempt %d (%s) at %s: %s; retrying in %gs",
-                  item.job_id, item.attempt, pending.outcome, item.path, exc, pending.delay)
+                self._let_go(pending.claimed)
 
     def _let_go(self, item: Claimed) -> None:
         if item.fd is not None:

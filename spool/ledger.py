@@ -103,6 +103,25 @@ class Ledger:
     def free(self) -> int:
         return self.capacity - self.used
 
+    def forget(self, ended: list[tuple[str, int]], worker_pid: int) -> None:
+        """Drop the entries of these (id, attempt) of one worker; a later claim's stays."""
+        for job_id, attempt in ended:
+            entry = self.running.get(job_id)
+            if entry and entry.get("worker_pid") == worker_pid and entry.get("attempt") == attempt:
+                del self.running[job_id]
+
+    def hold_task(self, job_id: str, attempt: int, slots: int, worker_pid: int, task_pid: int,
+                  started_at: str, boot: str) -> None:
+        """Record the task process of a running attempt (its entry made again if it was
+        pruned when the job's file was taken away: the task still holds the slots)."""
+        entry = self.running.get(job_id)
+        if entry is None:
+            entry = self.running[job_id] = {"slots": slots, "attempt": attempt,
+                                            "worker_pid": worker_pid, "task_pid": None,
+                                            "started_at": started_at}
+        if entry.get("worker_pid") == worker_pid and entry.get("task_pid") is None:
+            entry.update(task_pid=task_pid, task_start=process_start(task_pid), task_boot=boot)
+
     def to_dict(self) -> dict:
         return {"host": self.host, "capacity": self.capacity, "workers": self.workers,
                 "running": self.running, "unfit": self.unfit}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import stat
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,15 +21,15 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from spool.api import Spool
 from spool.attempts import Attempts, Running
-from spool.claim import Claimed, PendingView, claim_due, dependencies_met, try_lock_orphan
+from spool.claim import Claimed, PendingView, claim_due, dependencies_met
 from spool.config import Config
 from spool.drops import adopt_pass
 from spool.errors import SpoolError
 from spool.inotify import Watcher
-from spool.layout import parse_processing_name
-from spool.ledger import HostLedger, Ledger, process_start, task_alive
+from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
-from spool.recovery import recover_holds, recover_orphan
+from spool.orphans import host_dir_ok, recover_orphans
+from spool.recovery import recover_holds
 from spool.timeutil import due_stamp, format_time, parse_due
 
 if TYPE_CHECKING:
@@ -90,20 +89,7 @@ class Worker:
 
     def host_dir_ok(self, report: bool = False) -> bool:
         """Whether `processing/<host>` is a real directory (lstat: a link is refused)."""
-        path = self.store.layout.host_processing(self.spool.host)
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError as exc:
-            if report:
-                log.error("%s cannot be checked: %s; claiming nothing", path, exc)
-            return False
-        if stat.S_ISDIR(mode):
-            return True
-        if report:
-            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
-            log.error("%s is %s, not this host's processing directory: claiming nothing until "
-                      "it is a real directory", path, what)
-        return False
+        return host_dir_ok(self.store, report)
 
     @contextmanager
     def _locked(self, capacity: int | None = None) -> Iterator[Ledger]:
@@ -115,26 +101,8 @@ class Worker:
 
     def recover_orphans(self, now: datetime, ledger: Ledger) -> int:
         """Requeue or finish processing files of this host whose flock is free (under lock)."""
-        recovered = 0
-        for path in list(self.store.processing_paths(self.spool.host)):
-            parsed = parse_processing_name(path.name)
-            if not parsed or parsed[0] in self.running or parsed[0] in self.attempts.unsettled:
-                continue
-            fd = try_lock_orphan(path)
-            if fd is None:
-                continue
-            entry = ledger.running.get(parsed[0])
-            started = entry.get("started_at") if entry and entry.get("attempt") == parsed[1] \
-                else self.hints.get(parsed)
-            try:
-                where = recover_orphan(self.store, path, now, inode=os.fstat(fd).st_ino,
-                                       started_at=started if isinstance(started, str) else None)
-                log.warning("recovered orphan %s -> %s", path.name, where)
-                recovered += 1
-            except OSError as exc:
-                log.error("cannot recover orphan %s: %s", path, exc)
-            finally:
-                os.close(fd)
+        busy = set(self.running) | set(self.attempts.unsettled)
+        recovered = recover_orphans(self.store, ledger, busy, self.hints, now)
         self.hints.clear()
         return recovered
 
@@ -252,10 +220,7 @@ class Worker:
 
     def _forget(self, ledger: Ledger) -> None:
         """Drop this worker's entries of attempts that are over (not a later claim's)."""
-        for job_id, attempt in self.attempts.ended:
-            entry = ledger.running.get(job_id)
-            if entry and entry.get("worker_pid") == self.pid and entry.get("attempt") == attempt:
-                del ledger.running[job_id]
+        ledger.forget(self.attempts.ended, self.pid)
         self.attempts.ended.clear()
 
     def beat(self, now: datetime, mono: float) -> None:
@@ -276,15 +241,9 @@ class Worker:
         """Note each running task's pid and start time, so that a successor can stop it if
         this worker is killed, and so that its slots stay held while it lives (§4)."""
         for job_id, run in self.running.items():
-            entry = ledger.running.get(job_id)
-            if entry is None:  # pruned while the task runs (its file was taken): hold again
-                entry = ledger.running[job_id] = {
-                    "slots": int(run.body.get("slots") or 1), "attempt": run.claimed.attempt,
-                    "worker_pid": self.pid, "task_pid": None, "started_at": format_time(
-                        run.attempt.started_at)}
-            if entry.get("worker_pid") == self.pid and entry.get("task_pid") is None:
-                entry.update(task_pid=run.attempt.pid, task_start=process_start(run.attempt.pid),
-                             task_boot=self.ledger.boot)
+            ledger.hold_task(job_id, run.claimed.attempt, int(run.body.get("slots") or 1),
+                             self.pid, run.attempt.pid, format_time(run.attempt.started_at),
+                             self.ledger.boot)
 
     def next_wake(self, now: datetime) -> float:
         """Seconds until something needs this worker, if nothing wakes it before."""

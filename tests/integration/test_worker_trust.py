@@ -17,9 +17,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import (
+    CONFIG,
+    TESTS,
+    make_spool,
+    read_job,
+    spool_cli,
+    start_cli,
+    state_files,
+    wait_until,
+)
 
-from conftest import (CONFIG, TESTS, make_spool, read_job, spool_cli, start_cli, state_files,
-                      wait_until)
 from spool import Spool
 from spool.layout import pending_name
 from spool.timeutil import UTC, format_time
@@ -375,7 +383,7 @@ def test_logs_of_a_group_spool_are_group_writable(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "spool.cli", "--spool", str(spool), "--host",
                              "a", "worker", "--burst"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(TESTS)),
-                            preexec_fn=lambda: os.umask(0o022))
+                            umask=0o022)
     assert proc.wait(60) == 0
     assert stat.S_IMODE(os.stat(spool / "logs" / f"{job_id}.log").st_mode) == 0o664
 
@@ -431,8 +439,8 @@ def test_a_lost_attempt_recovered_by_the_restarted_worker_has_its_start_time(tmp
 # -- 11. start-up faults ---------------------------------------------------------------------
 
 def test_a_worker_that_cannot_take_the_host_lock_waits_and_starts_later(tmp_path):
-    if os.geteuid() != 0 or subprocess.run(["setpriv", "--version"],
-                                           capture_output=True).returncode != 0:
+    if os.geteuid() != 0 or subprocess.run(["setpriv", "--version"], capture_output=True,
+                                           check=False).returncode != 0:
         pytest.skip("needs root and setpriv to drop the DAC override")
     spool = make_spool(tmp_path / "spool")
     lock = spool / "hosts" / "a.lock"
@@ -442,10 +450,11 @@ def test_a_worker_that_cannot_take_the_host_lock_waits_and_starts_later(tmp_path
     job_id = submit(spool, "noop")
     log = tmp_path / "a.log"
     env = dict(os.environ, PYTHONPATH=str(TESTS))
-    proc = subprocess.Popen(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
-                             sys.executable, "-m", "spool.cli", "--spool", str(spool), "--host",
-                             "a", "worker"], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            env=env)
+    with open(log, "ab") as out:  # the child keeps its own copy
+        proc = subprocess.Popen(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                                 sys.executable, "-m", "spool.cli", "--spool", str(spool),
+                                 "--host", "a", "worker"], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
     try:
         wait_until(lambda: text(log).count("a.lock") >= 2 or proc.poll() is not None, 30,
                    "the worker to meet the lock twice")

@@ -9,16 +9,21 @@ import json
 import os
 import sys
 from datetime import datetime
-from pathlib import Path
 
 import pytest
-
 from conftest import make_spool
+
 from spool import Spool
 from spool.claim import PendingView, claim_due
 from spool.config import Backoff
 from spool.errors import InvalidInput
-from spool.execution import StartError, expand_argv, load_handler, read_result, write_result
+from spool.execution import (
+    StartError,
+    expand_argv,
+    load_handler,
+    read_result,
+    write_result,
+)
 from spool.ledger import HostLedger, Ledger, process_start
 from spool.output import Output
 from spool.policy import backoff_delay, decide

@@ -1,0 +1,65 @@
+"""This host's side of liveness for a worker: its processing directory must be a real
+directory, and its orphans — processing files whose flock is free, their worker gone — are
+recovered under the host lock, their lost attempt's start time taken from the ledger."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from datetime import datetime
+
+from spool.claim import try_lock_orphan
+from spool.layout import parse_processing_name
+from spool.ledger import Ledger
+from spool.recovery import recover_orphan
+from spool.store import Store
+
+log = logging.getLogger("spool.worker")
+
+
+def host_dir_ok(store: Store, report: bool = False) -> bool:
+    """Whether `processing/<host>` is a real directory (lstat): a link a group member planted
+    would send claimed files out of the spool, so nothing is claimed or recovered through it."""
+    path = store.layout.host_processing(store.host)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        if report:
+            log.error("%s cannot be checked: %s; claiming nothing", path, exc)
+        return False
+    if stat.S_ISDIR(mode):
+        return True
+    if report:
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+        log.error("%s is %s, not this host's processing directory: claiming nothing until it "
+                  "is a real directory", path, what)
+    return False
+
+
+def recover_orphans(store: Store, ledger: Ledger, busy: set[str],
+                    hints: dict[tuple[str, object], object], now: datetime) -> int:
+    """Requeue or finish this host's processing files whose flock is free, but those of the
+    jobs in `busy` (this worker's own); call under the host lock. `hints` has the start times
+    of ledger entries pruned earlier, for the lost attempt's history."""
+    recovered = 0
+    for path in list(store.processing_paths(store.host)):
+        parsed = parse_processing_name(path.name)
+        if not parsed or parsed[0] in busy:
+            continue
+        fd = try_lock_orphan(path)
+        if fd is None:
+            continue
+        entry = ledger.running.get(parsed[0])
+        started = entry.get("started_at") if entry and entry.get("attempt") == parsed[1] \
+            else hints.get(parsed)
+        try:
+            where = recover_orphan(store, path, now, inode=os.fstat(fd).st_ino,
+                                   started_at=started if isinstance(started, str) else None)
+            log.warning("recovered orphan %s -> %s", path.name, where)
+            recovered += 1
+        except OSError as exc:
+            log.error("cannot recover orphan %s: %s", path, exc)
+        finally:
+            os.close(fd)
+    return recovered
