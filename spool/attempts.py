@@ -266,12 +266,11 @@ class Attempts:
             waits.append(0.5)  # cancel requests are checked this often
         return waits
 
-    def drain(self, fd: int) -> None:
-        """Copy what a running attempt wrote so far into its log."""
+    def drain(self, fd: int | None = None) -> None:
+        """Copy what running attempts (the one reading from `fd`) wrote so far into the log."""
         for run in self.running.values():
-            if run.output.read_fd == fd:
+            if fd is None or run.output.read_fd == fd:
                 run.output.drain()
-                return
 
     def output_fds(self) -> dict[int, Output]:
         """The pipes of running attempts, for the loop to wait on."""

@@ -74,7 +74,7 @@ class PendingView:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.names: list[str] = []
-        self.drops: list[str] = []
+        self.drops: dict[str, None] = {}  # an ordered set: a burst of thousands stays cheap
         self.info: dict[str, JobInfo] = {}
         self.refreshed_at = float("-inf")
 
@@ -86,7 +86,7 @@ class PendingView:
             elif not is_temporary_name(name):
                 drops.append(name)
         names.sort()
-        self.names, self.drops, self.refreshed_at = names, drops, monotonic_now
+        self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
         if self.info:
             present = set(names)
             self.info = {n: i for n, i in self.info.items() if n in present}
@@ -97,8 +97,8 @@ class PendingView:
             index = bisect.bisect_left(self.names, name)
             if index == len(self.names) or self.names[index] != name:
                 self.names.insert(index, name)
-        elif not is_temporary_name(name) and name not in self.drops:
-            self.drops.append(name)
+        elif not is_temporary_name(name):
+            self.drops[name] = None
 
     def remove(self, name: str) -> None:
         index = bisect.bisect_left(self.names, name)

@@ -129,6 +129,7 @@ class Worker:
     def step(self, now: datetime) -> bool:
         """One iteration; False when the worker should exit."""
         mono = time.monotonic()
+        self.attempts.drain()
         self.attempts.collect(now)
         stop_due = self.stopping and self.stop_at is not None and mono >= self.stop_at
         self.attempts.supervise(mono, stop_due, self.signals > 1)
@@ -138,9 +139,11 @@ class Worker:
                 self._guarded("ledger", self.sync_ledger)
             return bool(self.running) or (bool(self.attempts.unsettled) and not stop_due)
         self.adopt(now)
-        if mono - self.view.refreshed_at > self.config.defaults.refresh or not self.view.names:
-            if mono - self.view.refreshed_at > min(self.config.defaults.poll, 1.0):
-                self.view.refresh(mono)
+        since = mono - self.view.refreshed_at
+        if since > min(self.config.defaults.poll, 1.0) and (
+                since > self.config.defaults.refresh or not self.view.names
+                or self.watcher is None):  # without inotify, new names come from listings
+            self.view.refresh(mono)
         self._guarded("claim", lambda: self.claim_and_start(now))
         if mono - self.beat_at >= self.config.defaults.heartbeat:
             self._guarded("heartbeat", lambda: self.beat(now, mono))
@@ -170,10 +173,11 @@ class Worker:
         if not self.view.drops:
             return False
         until = time.monotonic() + max(0.02, self.config.defaults.heartbeat / 4)
-        _, self.view.drops = adopt_pass(self.store, now, self.view.drops, until)
-        if not self.view.drops:
+        _, left = adopt_pass(self.store, now, list(self.view.drops), until)
+        self.view.drops = dict.fromkeys(left)
+        if not left:
             self.view.refresh(time.monotonic())
-            self.view.drops = []  # what is left was seen just now (young or taken): later
+            self.view.drops = {}  # what is left was seen just now (young or taken): later
         return bool(self.view.drops)
 
     def _anything_due(self, now: datetime) -> bool:
