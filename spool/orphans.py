@@ -18,23 +18,28 @@ from spool.store import Store
 log = logging.getLogger("spool.worker")
 
 
+WRITTEN = ("tmp", "pending", "processing", "done", "dead", "logs", "hosts", "cancel")
+
+
 def host_dir_ok(store: Store, report: bool = False) -> bool:
-    """Whether `processing/<host>` is a real directory (lstat): a link a group member planted
-    would send claimed files out of the spool, so nothing is claimed or recovered through it."""
-    path = store.layout.host_processing(store.host)
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError as exc:
-        if report:
-            log.error("%s cannot be checked: %s; claiming nothing", path, exc)
-        return False
-    if stat.S_ISDIR(mode):
-        return True
-    if report:
-        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
-        log.error("%s is %s, not this host's processing directory: claiming nothing until it "
-                  "is a real directory", path, what)
-    return False
+    """Whether `processing/<host>` and the directories a worker writes into are real
+    directories (lstat): a link a group member planted would send claimed files, logs or
+    outcomes out of the spool, so nothing is claimed or recovered through it."""
+    layout = store.layout
+    for path in (layout.host_processing(store.host), *(layout.root / d for d in WRITTEN)):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as exc:
+            if report:
+                log.error("%s cannot be checked: %s; claiming nothing", path, exc)
+            return False
+        if not stat.S_ISDIR(mode):
+            if report:
+                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+                log.error("%s is %s, not the directory this worker writes into: claiming "
+                          "nothing until it is a real directory", path, what)
+            return False
+    return True
 
 
 def recover_orphans(store: Store, ledger: Ledger, busy: set[str],

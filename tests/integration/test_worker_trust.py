@@ -390,21 +390,24 @@ def test_logs_of_a_group_spool_are_group_writable(tmp_path):
 
 # -- 9. processing/<host> must be a real directory -------------------------------------------
 
-def test_a_linked_processing_directory_is_refused_until_it_is_real(tmp_path):
+@pytest.mark.parametrize("where", ["processing/a", "logs"])
+def test_a_linked_directory_is_refused_until_it_is_real(tmp_path, where):
     spool = make_spool(tmp_path / "spool")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    os.symlink(elsewhere, spool / "processing" / "a")
-    job_id = submit(spool, "noop")
+    if where == "logs":
+        os.rmdir(spool / where)
+    os.symlink(elsewhere, spool / where)
+    job_id = submit(spool, "echo", {"message": "hello"})
     log = tmp_path / "a.log"
     proc = worker(spool, "a", log)
     try:
-        link = str(spool / "processing" / "a")
+        link = str(spool / where)
         wait_until(lambda: text(log).count(f"{link} is a symbolic link") >= 2, 30,
                    "the link refused at start and at a heartbeat")
         assert state_files(spool)["pending"] == [job_id] and os.listdir(elsewhere) == []
-        os.unlink(spool / "processing" / "a")
-        os.mkdir(spool / "processing" / "a")
+        os.unlink(spool / where)
+        os.mkdir(spool / where)
         assert wait_state(spool, job_id, "done")["outcome"] == "completed"
         assert proc.poll() is None and os.listdir(elsewhere) == []
     finally:
