@@ -21,6 +21,21 @@ log = logging.getLogger("spool.worker")
 WRITTEN = ("tmp", "pending", "processing", "done", "dead", "logs", "hosts", "cancel")
 
 
+def make_host_dir(store: Store) -> None:
+    """Create `processing/<host>` if missing, group-writable and setgid in a group spool
+    whatever the umask (the mode set through a descriptor: never through a link)."""
+    path = store.layout.host_processing(store.host)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o2775 if store.mode & 0o020 else 0o755)
+    finally:
+        os.close(fd)
+
+
 def host_dir_ok(store: Store, report: bool = False) -> bool:
     """Whether `processing/<host>` and the directories a worker writes into are real
     directories (lstat): a link a group member planted would send claimed files, logs or

@@ -119,13 +119,16 @@ class Loop:
 
 def start_worker(worker: Worker, loop: Loop, clock: Callable[[], datetime]) -> bool:
     """`worker.start`, retried with backoff while the filesystem refuses it; False when a stop
-    was requested meanwhile."""
+    was requested meanwhile. A burst worker is a one-shot command, not a daemon: it fails at
+    once, with the error, like `cron --once`."""
     failures = 0
     while not worker.stopping:
         try:
             worker.start(clock())
             return True
         except Exception as exc:  # noqa: BLE001 - full disk, EACCES, EIO...: wait, never exit
+            if worker.burst:
+                raise
             failures += 1
             wait = min(START_BACKOFF_MAX, 0.5 * 2 ** failures)
             log.error("worker cannot start (retry in %gs): %s", wait, worker.describe(exc),

@@ -28,7 +28,7 @@ from spool.errors import SpoolError
 from spool.inotify import Watcher
 from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
-from spool.orphans import host_dir_ok, recover_orphans
+from spool.orphans import host_dir_ok, make_host_dir, recover_orphans
 from spool.recovery import recover_holds
 from spool.timeutil import due_stamp, format_time, parse_due
 
@@ -70,11 +70,7 @@ class Worker:
 
     def start(self, now: datetime) -> None:
         """Register in the ledger and recover this host's orphans."""
-        host_dir = self.store.layout.host_processing(self.spool.host)
-        try:
-            os.mkdir(host_dir, 0o775 if self.store.mode & 0o020 else 0o755)
-        except FileExistsError:
-            pass
+        make_host_dir(self.store)
         usable = self.host_dir_ok(report=True)
         with self._locked(self.capacity) as ledger:
             ledger.workers[str(self.pid)] = {"boot_id": self.ledger.boot,
