@@ -5,8 +5,10 @@ One worker process runs several attempts at once, each a child in its own proces
 enforce timeouts, cancel requests, ownership and heartbeats, adopt drops for a bounded time,
 claim what fits — and `run()` loops it (`spool.runloop`). Liveness: the worker holds an flock on
 each processing file it runs; this host's orphans (flock free) are recovered at start and on
-every heartbeat. Nothing is claimed or recovered while `processing/<host>` is not a real
-directory (a link a group member planted would send job files out of the spool).
+every heartbeat. Nothing is claimed or recovered while `processing/<host>`, or a directory the
+worker writes into, is not a real directory (a link a group member planted would send job files
+out of the spool). A fault in one phase of a step (a full disk) is logged with its path and the
+other phases go on, heartbeats first.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class Worker:
                  self.capacity)
 
     def host_dir_ok(self, report: bool = False) -> bool:
-        """Whether `processing/<host>` is a real directory (lstat: a link is refused)."""
+        """Whether `processing/<host>` and the directories written into are real (lstat)."""
         return host_dir_ok(self.store, report)
 
     @contextmanager
