@@ -4,12 +4,14 @@ recovered under the host lock, their lost attempt's start time taken from the le
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
 from datetime import datetime
 
 from spool.claim import try_lock_orphan
+from spool.files import make_dir
 from spool.layout import parse_processing_name
 from spool.ledger import Ledger
 from spool.recovery import recover_orphan
@@ -22,18 +24,15 @@ WRITTEN = ("tmp", "pending", "processing", "done", "dead", "logs", "hosts", "can
 
 
 def make_host_dir(store: Store) -> None:
-    """Create `processing/<host>` if missing, group-writable and setgid in a group spool
-    whatever the umask (the mode set through a descriptor: never through a link)."""
-    path = store.layout.host_processing(store.host)
+    """Create `processing/<host>` if missing (group-writable in a group spool, whatever the
+    umask); what stands there instead is left for `host_dir_ok` to report."""
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fchmod(fd, 0o2775 if store.mode & 0o020 else 0o755)
-    finally:
-        os.close(fd)
+        make_dir(store.layout.host_processing(store.host), store.mode)
+    except NotADirectoryError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENOTDIR:
+            raise
 
 
 def host_dir_ok(store: Store, report: bool = False) -> bool:
