@@ -422,12 +422,14 @@ def test_a_lost_attempt_recovered_by_the_restarted_worker_has_its_start_time(tmp
     job_id = submit(spool, "sh", {"script": f"echo $$ > {marker}; exec sleep 120"})
     ledger = spool / "hosts" / "h.json"
     proc = worker(spool, "h", tmp_path / "h1.log")
-    wait_until(marker.exists, 30, "the task to start")
-    wait_until(lambda: json.loads(ledger.read_text())["running"][job_id].get("task_pid"), 30,
-               "the task in the ledger")
-    started = json.loads(ledger.read_text())["running"][job_id]["started_at"]
-    proc.kill()
-    proc.wait()
+    try:
+        wait_until(marker.exists, 30, "the task to start")
+        wait_until(lambda: json.loads(ledger.read_text())["running"][job_id].get("task_pid"),
+                   30, "the task in the ledger")
+        started = json.loads(ledger.read_text())["running"][job_id]["started_at"]
+    finally:
+        proc.kill()
+        proc.wait()
     restarted = worker(spool, "h", tmp_path / "h2.log")
     try:
         wait_until(lambda: processing_file(spool, "h", job_id) and
