@@ -247,7 +247,11 @@ def test_two_workers_of_one_host_run_many_small_jobs_each_once(tmp_path):
           "slots": 1 + i % 2} for i in range(300)])
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     procs = [worker(spool, "a", log, "--burst", capacity=4) for log in logs]
-    assert [p.wait(120) for p in procs] == [0, 0]
+    try:
+        assert [p.wait(120) for p in procs] == [0, 0]
+    finally:
+        for proc in procs:
+            stop(proc)
     runs = [json.loads(line)["job"] for line in out.read_text().splitlines()]
     assert sorted(runs) == sorted(ids)
     files = state_files(spool)
@@ -338,8 +342,10 @@ def test_results_and_logs_are_bounded_and_never_go_through_links(tmp_path, mods)
                                             'echo the-end'})
     quiet = submit(spool, "stdin")
     proc = worker(spool, "a", tmp_path / "a.log", "--burst", mods=mods)
-    proc.stdin = None
-    assert proc.wait(60) == 0
+    try:
+        assert proc.wait(60) == 0
+    finally:
+        stop(proc)
     for job_id in (big, cmd_big):
         body = read_job(spool, "dead", job_id)
         assert body["outcome"] == "failed" and "max_result_bytes" in body["error"], body
@@ -384,7 +390,10 @@ def test_logs_of_a_group_spool_are_group_writable(tmp_path):
                              "a", "worker", "--burst"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(TESTS)),
                             umask=0o022)
-    assert proc.wait(60) == 0
+    try:
+        assert proc.wait(60) == 0
+    finally:
+        stop(proc)
     assert stat.S_IMODE(os.stat(spool / "logs" / f"{job_id}.log").st_mode) == 0o664
 
 
