@@ -12,7 +12,7 @@ from typing import Iterator, NamedTuple
 
 from spool.config import Config
 from spool.errors import JobNotFound
-from spool.files import list_names, read_bounded
+from spool.files import list_names, read_bounded, read_with_stat
 from spool.job import Job, decode
 from spool.layout import Layout, parse_pending_name, parse_processing_name
 
@@ -45,6 +45,11 @@ class Catalog:
     def read(self, path: Path) -> dict:
         """The body of the job file at `path` (bounded, never through a symlink)."""
         return decode(read_bounded(path, read_limit(self.config)), str(path))
+
+    def read_with_inode(self, path: Path) -> tuple[dict, int]:
+        """The body and the inode number of the job file at `path`."""
+        data, info = read_with_stat(path, read_limit(self.config))
+        return decode(data, str(path)), info.st_ino
 
     def locate(self, job_id: str) -> Located | None:
         """The state and path of `job_id`, looking twice to cover a move during the scan."""

@@ -39,6 +39,7 @@ class JobInfo(NamedTuple):
     after: tuple[str, ...]
     attempts: int
     valid: bool
+    inode: int | None = None  # of the pending file read: tells our claim from another's
 
 
 @dataclass
@@ -133,9 +134,9 @@ class PendingView:
         if name in self.info:
             return self.info[name]
         try:
-            body = self.store.read(self.store.layout.pending / name)
+            body, inode = self.store.read_with_inode(self.store.layout.pending / name)
             info = JobInfo(_int(body.get("slots"), 1), tuple(body.get("after") or ()),
-                           _int(body.get("attempts"), 0), True)
+                           _int(body.get("attempts"), 0), True, inode)
         except FileNotFoundError:
             return None
         except (OSError, InvalidInput):
@@ -184,7 +185,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         if info.slots > free or (info.after and not dependencies_met(store, info.after)):
             continue
         attempt = info.attempts + 1
-        path = store.claim(name, job_id, attempt, host_dir, now)
+        path = store.claim(name, job_id, attempt, host_dir, now, info.inode)
         view.remove(name)
         held = hold_processing_file(store, path, attempt, info.valid) if path else None
         if held is None:

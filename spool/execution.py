@@ -12,6 +12,7 @@ worker reads it without following a link, so nothing planted there is ever writt
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import importlib
 import json
@@ -166,12 +167,18 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
     """Fork a child in its own session that calls `function(args)` and exits with its outcome."""
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:  # the child never returns into the worker's code
         os.setsid()
+        # until the worker records this child in the ledger, nothing else could stop it if
+        # the worker died: die with the worker (a command task, exec'd, is found by its env)
+        _die_with_parent()
+        if os.getppid() != parent:
+            os._exit(code)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
@@ -192,6 +199,15 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) on Linux; nothing elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _call(function: Callable[..., Any], args: Any, result_path: Path, max_result: int) -> int:

@@ -159,6 +159,11 @@ def replace_file(path: Path, data: bytes, tmp_dir: Path, durable: bool, *, host:
 def read_bounded(path: Path | str, limit: int) -> bytes:
     """The bytes of the regular file at `path`, never through a symlink and never blocking on
     a FIFO or device (those are OSError naming the path); OSError(EFBIG) past `limit` bytes."""
+    return read_with_stat(path, limit)[0]
+
+
+def read_with_stat(path: Path | str, limit: int) -> tuple[bytes, os.stat_result]:
+    """`read_bounded`, with the file's stat taken from the descriptor that was read."""
     fd = os.open(path, _READ)
     try:
         info = os.fstat(fd)
@@ -177,7 +182,7 @@ def read_bounded(path: Path | str, limit: int) -> bytes:
         os.close(fd)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
-    return data
+    return data, info
 
 
 def read_state(path: Path | str, limit: int = STATE_BYTES) -> dict:

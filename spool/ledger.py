@@ -74,14 +74,42 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stop_orphaned_task(entry: dict, boot: str) -> None:
+def stop_orphaned_task(entry: dict, boot: str, job_id: str, spool_dir: str) -> None:
     """Kill the process group of a task whose worker died (kill -9), so that the job's
-    recovery does not run it twice at once. Only the very process recorded is signalled."""
+    recovery does not run it twice at once. Only the very process recorded is signalled; a
+    task started but not yet recorded (its worker died in between) is found by the
+    environment every command task is started with."""
     if task_alive(entry, boot):
+        pids = [entry["task_pid"]]
+    elif entry.get("task_pid") is None:
+        pids = unrecorded_tasks(job_id, entry.get("attempt"), spool_dir)
+    else:
+        pids = []
+    for pid in pids:
         try:
-            os.killpg(entry["task_pid"], signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def unrecorded_tasks(job_id: str, attempt: object, spool_dir: str) -> list[int]:
+    """Process-group leaders whose environment names this attempt of this job of this spool
+    (`SPOOL_DIR`, `SPOOL_JOB_ID`, `SPOOL_ATTEMPT`, set at exec). Handler children, which
+    are forked without exec, die with their worker instead (PR_SET_PDEATHSIG)."""
+    needles = [f"\0SPOOL_{key}={value}\0".encode() for key, value in
+               (("DIR", spool_dir), ("JOB_ID", job_id), ("ATTEMPT", attempt))]
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as env:
+                data = b"\0" + env.read(1 << 20) + b"\0"
+            if all(needle in data for needle in needles) and os.getpgid(int(name)) == int(name):
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
 
 
 @dataclass
@@ -147,8 +175,8 @@ class HostLedger:
         # workers to a few claims a second each
         with self.lock.acquire(poll_interval=0.001):
             ledger = self._load(capacity)
+            before = copy.deepcopy(ledger.to_dict())  # so that what pruning dropped is saved
             self._prune(ledger)
-            before = copy.deepcopy(ledger.to_dict())
             yield ledger
             after = ledger.to_dict()
             if after != before or self.rewrite:
@@ -181,9 +209,9 @@ class HostLedger:
     def _prune(self, ledger: Ledger) -> None:
         ledger.workers = {pid: info for pid, info in ledger.workers.items()
                           if info.get("boot_id") == self.boot and pid_alive(int(pid))}
-        for entry in ledger.running.values():
+        for job_id, entry in ledger.running.items():
             if str(entry.get("worker_pid")) not in ledger.workers:
-                stop_orphaned_task(entry, self.boot)
+                stop_orphaned_task(entry, self.boot, job_id, str(self.layout.root))
         on_disk = {parsed for name in list_names(self.layout.host_processing(self.host))
                    if (parsed := parse_processing_name(name))}
         kept: dict[str, dict] = {}

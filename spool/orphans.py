@@ -57,11 +57,12 @@ def host_dir_ok(store: Store, report: bool = False) -> bool:
 
 
 def recover_orphans(store: Store, ledger: Ledger, busy: set[str],
-                    hints: dict[tuple[str, object], object], now: datetime) -> int:
+                    hints: dict[tuple[str, object], object], now: datetime) -> list[str]:
     """Requeue or finish this host's processing files whose flock is free, but those of the
     jobs in `busy` (this worker's own); call under the host lock. `hints` has the start times
-    of ledger entries pruned earlier, for the lost attempt's history."""
-    recovered = 0
+    of ledger entries pruned earlier, for the lost attempt's history. Returns the names of
+    the files recovered."""
+    recovered = []
     for path in list(store.processing_paths(store.host)):
         parsed = parse_processing_name(path.name)
         if not parsed or parsed[0] in busy:
@@ -69,16 +70,15 @@ def recover_orphans(store: Store, ledger: Ledger, busy: set[str],
         fd = try_lock_orphan(path)
         if fd is None:
             continue
-        entry = ledger.running.get(parsed[0])
+        entry = ledger.running.get(parsed[0]) or ledger.gone.get(parsed[0])
         started = entry.get("started_at") if entry and entry.get("attempt") == parsed[1] \
             else hints.get(parsed)
         try:
             where = recover_orphan(store, path, now, inode=os.fstat(fd).st_ino,
-                                   started_at=started if isinstance(started, str) else None)
+                                   started_at=started if isinstance(started, str) else None,
+                                   lock_fd=fd)  # closed by the recovery at the right moment
             log.warning("recovered orphan %s -> %s", path.name, where)
-            recovered += 1
+            recovered.append(path.name)
         except OSError as exc:
             log.error("cannot recover orphan %s: %s", path, exc)
-        finally:
-            os.close(fd)
     return recovered

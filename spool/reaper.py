@@ -24,11 +24,11 @@ from datetime import datetime
 from pathlib import Path
 
 from spool.api import Spool
-from spool.claim import try_lock_orphan
+from spool.ledger import HostLedger, boot_id
+from spool.orphans import recover_orphans
 from spool.errors import InvalidInput, SpoolError
 from spool.files import create_private, discard, list_names, read_state, replace_file
 from spool.layout import parse_processing_name
-from spool.ledger import boot_id
 from spool.recovery import recover_holds, recover_orphan
 
 log = logging.getLogger("spool.reaper")
@@ -89,12 +89,10 @@ class Reaper:
         seen = state.get("files") if isinstance(state.get("files"), dict) else {}
         current: dict[str, list[float]] = {}
         probe_time: float | None = None
-        reaped = []
+        reaped = self._recover_own(now)
         for path in list(self.store.processing_paths()):
             host = path.parent.name
             if host == self.spool.host:
-                if self._recover_own(path, now):
-                    reaped.append(path.name)
                 continue
             try:
                 info = os.lstat(path)
@@ -121,15 +119,14 @@ class Reaper:
         state["files"] = current
         return reaped
 
-    def _recover_own(self, path: Path, now: datetime) -> bool:
-        fd = try_lock_orphan(path)
-        if fd is None:
-            return False
-        try:
-            return recover_orphan(self.store, path, now, inode=os.fstat(fd).st_ino,
-                                  started_at=self._started_hint(path)) is not None
-        finally:
-            os.close(fd)
+    def _recover_own(self, now: datetime) -> list[str]:
+        """This host's orphans (flock free), under the host lock, whose pruning first stops
+        any task their dead worker left running (DESIGN §4: never two runs at once)."""
+        if not any(self.store.processing_paths(self.spool.host)):
+            return []
+        ledger = HostLedger(self.store.layout, self.spool.host, self.store.durable)
+        with ledger.locked() as book:
+            return recover_orphans(self.store, book, set(), {}, now)
 
     def _started_hint(self, path: Path) -> str | None:
         """When the lost attempt started, as its host's ledger says (a hint, for history)."""

@@ -38,8 +38,23 @@ STALE_TMP_AGE = 3600.0
 
 
 def recover_orphan(store: Store, path: Path, now: datetime, outcome: str = "lost",
-                   inode: int | None = None, started_at: str | None = None) -> str | None:
-    """Finish or requeue one orphan processing file; returns where it went (None: lost race)."""
+                   inode: int | None = None, started_at: str | None = None,
+                   lock_fd: int | None = None) -> str | None:
+    """Finish or requeue one orphan processing file; returns where it went (None: lost race).
+    `lock_fd`, the flock the caller took on it, is closed here before any rename replaces or
+    unlinks the file (on NFS a file still open would be silly-renamed)."""
+    try:
+        return _recover_orphan(store, path, now, outcome, inode, started_at, lock_fd)
+    finally:
+        if lock_fd is not None:
+            try:
+                os.close(lock_fd)
+            except OSError:
+                pass
+
+
+def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode: int | None,
+                    started_at: str | None, lock_fd: int | None) -> str | None:
     parsed = parse_processing_name(path.name)
     if parsed is None:
         return None
@@ -47,7 +62,7 @@ def recover_orphan(store: Store, path: Path, now: datetime, outcome: str = "lost
     staged = find_staged_outcome(store, job_id, attempt)
     if staged is not None:
         state, staged_path = staged
-        if not store.complete_finish(path, staged_path, state, job_id):
+        if not store.complete_finish(path, staged_path, state, job_id, lock_fd):
             return None
         log.info("recovered %s: completed its staged finish into %s/", job_id, state)
         return state
@@ -67,7 +82,8 @@ def recover_orphan(store: Store, path: Path, now: datetime, outcome: str = "lost
     entry = {"attempt": attempt, "host": path.parent.name, "started_at": started_at,
              "ended_at": format_time(now)}
     return settle(store, path, body, attempt, outcome, now, inode=inode, entry=entry,
-                  error=f"worker of attempt {attempt} on {path.parent.name} is gone")
+                  error=f"worker of attempt {attempt} on {path.parent.name} is gone",
+                  lock_fd=lock_fd)
 
 
 def find_staged_outcome(store: Store, job_id: str, attempt: int) -> tuple[str, Path] | None:

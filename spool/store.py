@@ -149,16 +149,17 @@ class Store(Catalog):
     # -- claiming, finishing, requeueing -------------------------------------------------
 
     def claim(self, name: str, job_id: str, attempt: int, host_dir: Path,
-              now: datetime) -> Path | None:
+              now: datetime, inode: int | None = None) -> Path | None:
         """Rename a pending file into `host_dir` as `ID.N.json` and make its mtime fresh
-        (DESIGN §3 rule 8); None when another claimer won. The caller, under the host lock,
-        has made sure no other worker of this host holds the job, so after an ENOENT an
-        existing destination is this claim that NFS misreported (rule 4)."""
+        (DESIGN §3 rule 8); None when another claimer won. After an ENOENT, an existing
+        destination is this claim that NFS misreported (rule 4) only when it is the file this
+        claimer read (`inode`): the caller, under the host lock, skips jobs that live workers
+        of the host hold, and the inode tells this claim from a dead worker's orphan."""
         dest = host_dir / processing_name(job_id, attempt)
         try:
             os.rename(f"{self._pending_dir}/{name}", dest)
         except FileNotFoundError:
-            if not os.path.lexists(dest):
+            if not os.path.lexists(dest) or (inode is not None and _inode(dest) != inode):
                 return None
         try:
             os.utime(dest, follow_symlinks=False)
@@ -205,15 +206,21 @@ class Store(Catalog):
         self.journal.record(now, verb, job_id, host=self.host, outcome=body.get("outcome"))
         return dest
 
-    def complete_finish(self, source: Path, staged: Path, state: str, job_id: str) -> bool:
-        """Recovery: an orphan whose outcome was staged moves, then is filled; False if taken."""
+    def complete_finish(self, source: Path, staged: Path, state: str, job_id: str,
+                        lock_fd: int | None = None) -> bool:
+        """Recovery: an orphan whose outcome was staged moves, then is filled; False if taken.
+        `lock_fd` (the recoverer's flock on `source`) is closed after the move, before the
+        fill."""
         dest = self.layout.state_dir(state) / f"{job_id}.json"
-        if os.path.lexists(dest):
-            return False
         try:
-            os.rename(source, dest)
-        except FileNotFoundError:
-            return False
+            if os.path.lexists(dest):
+                return False
+            try:
+                os.rename(source, dest)
+            except FileNotFoundError:
+                return False
+        finally:
+            _close(lock_fd)
         return self.complete_fill(staged, dest)
 
     def return_drop(self, hold: Path, job_id: str) -> None:

@@ -102,7 +102,7 @@ class Worker:
         busy = set(self.running) | set(self.attempts.unsettled)
         recovered = recover_orphans(self.store, ledger, busy, self.hints, now)
         self.hints.clear()
-        return recovered
+        return len(recovered)
 
     def request_stop(self) -> None:
         """First call: drain within `grace`; second: stop at once. Running jobs go back."""
