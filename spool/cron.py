@@ -9,6 +9,7 @@ first time starts from now (no backfill before it was known, or before `start_at
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,15 @@ log = logging.getLogger("spool.cron")
 
 def fire_id(schedule: str, fire: datetime) -> str:
     return f"{schedule}@{fire.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def after_id(schedule: str, upstream: str) -> str:
+    """`SCHEDULE@after.UPSTREAM`; an upstream id too long for that (a caller's own id that
+    starts like a fire of the upstream schedule) is replaced by a digest of it."""
+    job_id = f"{schedule}@after.{upstream}"
+    if len(job_id) > 128:
+        job_id = f"{schedule}@after.{hashlib.sha256(upstream.encode()).hexdigest()[:24]}"
+    return job_id
 
 
 class Cron:
@@ -75,7 +85,7 @@ class Cron:
     def enqueue(self, sched: Schedule, fire: datetime, now: datetime,
                 upstream: str | None) -> bool:
         """Enqueue one fire unless it already was (by anyone) or overlap says skip."""
-        job_id = (f"{sched.name}@after.{upstream}" if upstream else fire_id(sched.name, fire))
+        job_id = after_id(sched.name, upstream) if upstream else fire_id(sched.name, fire)
         marker = self.store.layout.cron / job_id
         if os.path.lexists(marker):
             return False
@@ -147,7 +157,7 @@ class Cron:
             finished = body.get("finished_at") or ""
             if body.get("outcome") == "completed" and finished >= first_seen:
                 if self.enqueue(sched, parse_time(finished), now, upstream):
-                    enqueued.append(f"{sched.name}@after.{upstream}")
+                    enqueued.append(after_id(sched.name, upstream))
         return enqueued
 
     def next_wake(self, now: datetime, poll: float) -> float:

@@ -52,3 +52,12 @@ def test_long_downtime_is_capped_and_keeps_the_newest_fires():
     last, now = at(2025, 1, 1), at(2026, 1, 1)
     fires = due_fires(sched, last, now)
     assert len(fires) == 1000 and fires[-1] == now and fires[0] == now - timedelta(seconds=999)
+
+
+def test_an_after_fire_id_stays_a_valid_id_whatever_the_upstream_id():
+    from spool.cron import after_id
+    from spool.layout import is_valid_id
+
+    upstream = "nightly@" + "x" * 120  # a caller's own id that looks like a fire of `nightly`
+    assert is_valid_id(after_id("report", upstream))
+    assert after_id("report", "nightly@20260101T000000Z") == "report@after.nightly@20260101T000000Z"
