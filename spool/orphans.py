@@ -67,6 +67,10 @@ def recover_orphans(store: Store, ledger: Ledger, busy: set[str],
         parsed = parse_processing_name(path.name)
         if not parsed or parsed[0] in busy:
             continue
+        owner = ledger.running.get(parsed[0])
+        if owner and owner.get("attempt") == parsed[1] \
+                and str(owner.get("worker_pid")) in ledger.workers:
+            continue  # a live worker runs it: its flock may be between two holds (a retry)
         fd = try_lock_orphan(path)
         if fd is None:
             continue
