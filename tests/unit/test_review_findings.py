@@ -193,25 +193,26 @@ def test_a_job_type_bigger_than_the_host_is_never_run_from_a_hand_made_file(tmp_
 # -- finding 6 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review finding 6: a settle that fails (full disk) "
-                   "closes the worker's flock and re-takes it in _defer; if the host's reaper "
-                   "holds it at that instant the worker goes on without any flock, and the "
-                   "reaper's next pass requeues the completed job as `lost`: it runs again")
 def test_a_completed_job_whose_settle_failed_once_is_not_requeued_as_lost(sp, monkeypatch):
+    """Review finding 6, fixed meanwhile by 12551b0 (orphan recovery skips what a live worker
+    of the host records as running): kept as a regression test."""
     import errno
     import fcntl
 
     from spool import settling
-    from spool.claim import hold_processing_file
+    from spool.claim import PendingView, claim_due
+    from spool.ledger import HostLedger
     from spool.reaper import Reaper
     from spool.settling import Unsettled, settle_once
 
     job_id = sp.submit("noop")
-    name = sp.store.pending_names()[0]
-    host_dir = sp.store.layout.host_processing("h1")
-    host_dir.mkdir()
-    path = sp.store.claim(name, job_id, 1, host_dir, NOW)
-    held = hold_processing_file(sp.store, path, 1)
+    sp.store.layout.host_processing("h1").mkdir()
+    book = HostLedger(sp.store.layout, "h1", False)
+    view = PendingView(sp.store)
+    view.refresh(0)
+    with book.locked(4) as ledger:  # what Worker.start and claim_and_start do
+        ledger.workers[str(os.getpid())] = {"boot_id": book.boot, "started_at": "x"}
+        [held] = claim_due(sp.store, view, ledger, NOW, os.getpid(), 4)
     real_stage, real_relock = sp.store._stage, settling.relock
     full = {"disk": True}
 
