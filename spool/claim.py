@@ -135,7 +135,12 @@ class PendingView:
             return self.info[name]
         try:
             body, inode = self.store.read_with_inode(self.store.layout.pending / name)
-            info = JobInfo(_int(body.get("slots"), 1), tuple(body.get("after") or ()),
+            # a hand-made canonical file may leave slots to its job type, as a drop may
+            jtype = self.store.config.job_type(body.get("job") or "")
+            default = jtype.slots if jtype else self.store.config.defaults.slots
+            after = body.get("after")
+            info = JobInfo(_int(body.get("slots"), default),
+                           tuple(after) if isinstance(after, list) else (),
                            _int(body.get("attempts"), 0), True, inode)
         except FileNotFoundError:
             return None

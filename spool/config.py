@@ -240,7 +240,7 @@ def _common(reader: _Reader, table: dict, where: str, base: Any) -> dict[str, An
 
     return {
         "priority": get("priority", checks.integer(0, 9)),
-        "max_attempts": get("max_attempts", checks.integer(1)),
+        "max_attempts": get("max_attempts", checks.integer(1, 1_000_000)),
         "timeout": get("timeout", checks.positive_duration),
         "slots": get("slots", checks.integer(1)),
         "backoff": _backoff(reader, table["backoff"], f"{where}.backoff", base.backoff)

@@ -25,7 +25,7 @@ from spool.files import list_names, read_bounded
 from spool.job import normalize
 from spool.jsonvalues import MAX_DEPTH, printable, within_depth
 from spool.layout import derived_id, is_valid_id, parse_pending_name
-from spool.store import Store
+from spool.store import OwnershipLost, Store
 from spool.timeutil import format_time, from_timestamp
 
 DROP_SETTLE = 5.0
@@ -82,6 +82,8 @@ def adopt_drop(store: Store, name: str, now: datetime,
             store.adopt(hold, normal, now, exclusive_id=chosen, token=token,
                         pending_ids=pending_ids)
             return job_id
+        except OwnershipLost:
+            return None  # we stalled and another host's recovery adopted it meanwhile
         except Conflict as exc:
             problem = str(exc)
     return _reject(store, hold, job_id, name, body, problem or "unreadable", info, now)

@@ -77,18 +77,27 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def open_append(path: Path | str, mode: int = 0o644) -> int:
-    """An O_APPEND descriptor of a regular file (created when missing); a link is refused."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
-                 | os.O_CLOEXEC, mode)
+    """An O_APPEND descriptor of a regular file (created when missing): a symbolic link or a
+    special file is refused, and a hard link (to a file outside, maybe) loses its name here
+    to a fresh file, so nothing outside the spool is ever written through it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, mode)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_nlink != 1:  # a hard link planted to a file outside: drop the name only
+            os.close(fd)
+            fd = -1
+            discard(path)
+            fd = os.open(path, flags | os.O_EXCL, mode)
+            info = os.fstat(fd)
         if info.st_size == 0:
             os.fchmod(fd, mode)
         os.set_blocking(fd, True)
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
     return fd
 

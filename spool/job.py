@@ -26,6 +26,7 @@ KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attemp
                 "max_attempts", "timeout", "slots", "unique", "after", "schedule", "meta",
                 "history", "outcome", "exit_code", "result", "finished_at", "error")
 OUTCOMES = ("completed", "cancelled", "failed", "timeout", "lost", "interrupted", "invalid")
+MAX_ATTEMPTS = 1_000_000
 _TIME_FIELDS = ("run_at", "created_at", "finished_at")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "job": str, "priority": int, "attempts": int, "max_attempts": int,
@@ -121,8 +122,9 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
     body["priority"] = _int_field(raw, "priority", jtype.priority, 0, 9)
     body["run_at"] = format_time(_time_field(raw, "run_at", now))
     body["created_at"] = format_time(_time_field(raw, "created_at", now))
-    body["attempts"] = _int_field(raw, "attempts", 0, 0)
-    body["max_attempts"] = _int_field(raw, "max_attempts", jtype.max_attempts, 1)
+    # a processing name carries the attempt in at most 9 digits: stay far below
+    body["attempts"] = _int_field(raw, "attempts", 0, 0, MAX_ATTEMPTS)
+    body["max_attempts"] = _int_field(raw, "max_attempts", jtype.max_attempts, 1, MAX_ATTEMPTS)
     body["timeout"] = _timeout_field(raw, jtype.timeout)
     body["slots"] = _int_field(raw, "slots", jtype.slots, 1)
     body["unique"] = _optional_string(raw, "unique")

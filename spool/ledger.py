@@ -125,7 +125,8 @@ class Ledger:
 
     @property
     def used(self) -> int:
-        return sum(entry["slots"] for entry in self.running.values())
+        return sum(slots if isinstance(slots := entry.get("slots"), int) and slots > 0 else 1
+                   for entry in self.running.values())
 
     @property
     def free(self) -> int:
@@ -155,6 +156,21 @@ class Ledger:
                 "running": self.running, "unfit": self.unfit}
 
 
+def _entries(value: object) -> dict:
+    """A mapping of the ledger whose values are objects; anything else is dropped (a damaged
+    or hand-edited file must not stop the host)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): entry for key, entry in value.items() if isinstance(entry, dict)}
+
+
+def _slots(value: object) -> dict[str, int]:
+    """`unfit`: job id -> slots, dropping what is not."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): n for key, n in value.items() if isinstance(n, int)}
+
+
 class HostLedger:
     """Lock, load, prune and save one host's ledger."""
 
@@ -181,7 +197,7 @@ class HostLedger:
             after = ledger.to_dict()
             if after != before or self.rewrite:
                 replace_file(self.path, json.dumps(after, separators=(",", ":")).encode(),
-                             self.layout.tmp, self.durable, host=self.host, mode=self.mode)
+                             self.layout.tmp, self.durable, host=self.host, mode=0o644)
 
     def touch(self) -> None:
         """Refresh the ledger's mtime: the host heartbeat that `status` shows."""
@@ -203,12 +219,17 @@ class HostLedger:
         if not isinstance(data, dict):
             data = {}
         self.rewrite = self.rewrite or not data
-        return Ledger(self.host, capacity or data.get("capacity") or os.cpu_count() or 1,
-                      data.get("workers", {}), data.get("running", {}), data.get("unfit", {}))
+        stored = data.get("capacity")
+        if not isinstance(stored, int) or isinstance(stored, bool) or stored < 1:
+            stored = None
+        return Ledger(self.host, capacity or stored or os.cpu_count() or 1,
+                      _entries(data.get("workers")), _entries(data.get("running")),
+                      _slots(data.get("unfit")))
 
     def _prune(self, ledger: Ledger) -> None:
         ledger.workers = {pid: info for pid, info in ledger.workers.items()
-                          if info.get("boot_id") == self.boot and pid_alive(int(pid))}
+                          if pid.isdigit() and info.get("boot_id") == self.boot
+                          and pid_alive(int(pid))}
         for job_id, entry in ledger.running.items():
             if str(entry.get("worker_pid")) not in ledger.workers:
                 stop_orphaned_task(entry, self.boot, job_id, str(self.layout.root))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from spool.errors import InvalidInput
 from spool.job import normalize
-from spool.files import discard, list_names
+from spool.files import discard, list_names, read_state
 from spool.layout import (TmpName, attempt_subject, is_valid_id, parse_processing_name,
                           parse_tmp_name)
 from spool.ledger import pid_alive
@@ -165,6 +165,8 @@ def recover_holds(store: Store, now: datetime) -> int:
                 _discard_if_old(path, now, 60.0 if parts.host == store.host else STALE_TMP_AGE)
         except OSError as exc:
             log.warning("cannot resolve %s: %s", path, exc)
+        except Exception:  # noqa: BLE001 - one bad file must not stop the others' recovery
+            log.exception("cannot resolve %s", path)
     return resolved
 
 
@@ -182,14 +184,22 @@ def _owner_gone(store: Store, parts: TmpName, path: Path, now: datetime) -> bool
 
 def _resolve_hold(store: Store, hold: Path, parts: TmpName, now: datetime) -> None:
     job_id = (parts.subject or "").rpartition(".")[0]
+    if parts.verb == "adopt":
+        if store.locate(job_id) is not None and _adopted_from(store, hold, job_id):
+            discard(hold)  # the adoption had committed: the hold is a leftover copy
+        else:  # adopted again (a duplicate id is then rejected, its bytes kept)
+            store.return_drop(hold, job_id)
+        return
     if store.locate(job_id) is not None:
         discard(hold)  # the move had committed: the hold is a leftover copy
         return
-    if parts.verb == "adopt":
-        store.return_drop(hold, job_id)  # adopted again, to the same id
+    original = store.layout.dead / f"{job_id}.orig"
+    if parts.verb == "retry" and os.path.lexists(original):
+        store.return_drop(original, job_id)  # `retry` of a rejected drop, cut halfway
+        discard(hold)
         return
     try:
-        body = store.read(hold)
+        body = normalize(store.read(hold), store.config, now, job_id)
     except InvalidInput as exc:
         store.reject(hold, invalid_record(job_id, f"held file is unreadable: {exc}", now), now)
         return
@@ -206,6 +216,17 @@ def _resolve_hold(store: Store, hold: Path, parts: TmpName, now: datetime) -> No
             body.pop(key, None)
     body["run_at"] = format_time(now)
     store.requeue_hold(hold, body, now, "recover")
+
+
+def _adopted_from(store: Store, hold: Path, job_id: str) -> bool:
+    """Whether the job that stands under `job_id` is this held drop's own adoption: its id
+    marker carries the token the adopter derived from the drop's inode, size and mtime."""
+    try:
+        info = os.lstat(hold)
+        marker = read_state(store.markers.marker_path("id", job_id), 65536)
+    except (OSError, InvalidInput):
+        return False
+    return marker.get("token") == f"drop:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
 
 
 def _resolve_staged_outcome(store: Store, path: Path, parts: TmpName, now: datetime) -> None:

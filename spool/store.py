@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 from datetime import datetime
 from pathlib import Path
 
@@ -223,9 +224,15 @@ class Store(Catalog):
             _close(lock_fd)
         return self.complete_fill(staged, dest)
 
-    def return_drop(self, hold: Path, job_id: str) -> None:
-        """Recovery: a held drop goes back to pending/ as `ID.json`, to be adopted again."""
-        os.rename(hold, self.layout.pending / f"{job_id}.json")
+    def return_drop(self, source: Path, job_id: str) -> Path:
+        """Recovery: a held drop (or a rejected drop's original) goes back to pending/ as
+        `ID.json` — or under a fresh name beside it, never over another drop — to be adopted
+        again."""
+        dest = self.layout.pending / f"{job_id}.json"
+        if os.path.lexists(dest):
+            dest = self.layout.pending / f"{job_id}.{secrets.token_hex(4)}.json"
+        os.rename(source, dest)
+        return dest
 
     def complete_fill(self, staged: Path, dest: Path) -> bool:
         """Recovery: rename a staged outcome over the terminal file it belongs to."""
@@ -277,6 +284,8 @@ class Store(Catalog):
         staged = staged or self._stage(body)
         dest = self.layout.pending / self._pending_name(body)
         try:
+            if not os.path.lexists(hold):  # another host's recovery took it while we stalled
+                raise OwnershipLost(f"{hold} was taken by another process")
             os.rename(staged, dest)
         except BaseException:
             discard(staged)

@@ -92,7 +92,7 @@ class Worker:
     @contextmanager
     def _locked(self, capacity: int | None = None) -> Iterator[Ledger]:
         """The ledger under the host lock; notes when each pruned entry's attempt started."""
-        with self.ledger.locked(capacity) as ledger:
+        with self.ledger.locked(capacity or self.capacity) as ledger:
             for job_id, entry in ledger.gone.items():
                 self.hints[(job_id, entry.get("attempt"))] = entry.get("started_at")
             yield ledger
