@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-from pathlib import Path
 
-import pytest
 
-from conftest import make_spool, spool_cli, start_cli, wait_until
+from conftest import make_spool, spool_cli
 
 
 def stop(proc: subprocess.Popen) -> None:
