@@ -54,19 +54,31 @@ class Catalog:
     def locate(self, job_id: str) -> Located | None:
         """The state and path of `job_id`, looking twice to cover a move during the scan."""
         for _ in range(2):
-            for state in ("done", "dead"):
-                path = self.layout.state_dir(state) / f"{job_id}.json"
-                if os.path.lexists(path):
-                    return Located(state, path)
-            for path in self.processing_paths():
-                parsed = parse_processing_name(path.name)
-                if parsed and parsed[0] == job_id:
-                    return Located("processing", path)
-            suffix = f"-{job_id}.json"
-            for name in list_names(self.layout.pending):
-                if name.endswith(suffix) and (parsed := parse_pending_name(name)):
-                    if parsed.id == job_id:
-                        return Located("pending", self.layout.pending / name)
+            if (found := self.find_copy(job_id)) is not None:
+                return found
+        return None
+
+    def find_copy(self, job_id: str, exclude: Path | None = None,
+                  pending_ids: set[str] | None = None) -> Located | None:
+        """A copy of the job other than `exclude`, in any state directory (DESIGN §3 rule 5,
+        §7: ids are unique across every state). `pending_ids`, when given, stands in for a
+        listing of pending/ (a pass over many drops lists it once)."""
+        for state in ("done", "dead"):
+            other = self.layout.state_dir(state) / f"{job_id}.json"
+            if os.path.lexists(other):
+                return Located(state, other)
+        for other in self.processing_paths():
+            parsed = parse_processing_name(other.name)
+            if parsed and parsed[0] == job_id and other != exclude:
+                return Located("processing", other)
+        if pending_ids is not None:
+            found = job_id in pending_ids
+            return Located("pending", self.layout.pending) if found else None
+        suffix = f"-{job_id}.json"
+        for name in list_names(self.layout.pending):
+            if name.endswith(suffix) and (parsed_p := parse_pending_name(name)) is not None \
+                    and parsed_p.id == job_id:
+                return Located("pending", self.layout.pending / name)
         return None
 
     def get(self, job_id: str) -> tuple[Job, dict]:

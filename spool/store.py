@@ -22,13 +22,12 @@ import secrets
 from datetime import datetime
 from pathlib import Path
 
-from spool.catalog import Catalog, Located
+from spool.catalog import Catalog
 from spool.config import Config
 from spool.files import discard, file_mode, fsync_dir, list_names, stage, touch_marker
 from spool.job import encode
 from spool.journal import Journal
-from spool.layout import (attempt_subject, parse_pending_name, parse_processing_name,
-                          pending_name, processing_name, tmp_name)
+from spool.layout import (attempt_subject, pending_name, processing_name, tmp_name)
 from spool.markers import Markers
 from spool.timeutil import parse_time
 
@@ -116,29 +115,6 @@ class Store(Catalog):
     @staticmethod
     def _pending_name(body: dict) -> str:
         return pending_name(body["priority"], parse_time(body["run_at"]), body["id"])
-
-    def find_copy(self, job_id: str, exclude: Path | None = None,
-                  pending_ids: set[str] | None = None) -> Located | None:
-        """A copy of the job other than `exclude`, in any state directory (DESIGN §3 rule 5,
-        §7: ids are unique across every state). `pending_ids`, when given, stands in for a
-        listing of pending/ (a pass over many drops lists it once)."""
-        for state in ("done", "dead"):
-            other = self.layout.state_dir(state) / f"{job_id}.json"
-            if os.path.lexists(other):
-                return Located(state, other)
-        for other in self.processing_paths():
-            parsed = parse_processing_name(other.name)
-            if parsed and parsed[0] == job_id and other != exclude:
-                return Located("processing", other)
-        if pending_ids is not None:
-            found = job_id in pending_ids
-            return Located("pending", self.layout.pending) if found else None
-        suffix = f"-{job_id}.json"
-        for name in list_names(self._pending_dir):
-            if name.endswith(suffix) and (parsed_p := parse_pending_name(name)) is not None \
-                    and parsed_p.id == job_id:
-                return Located("pending", self.layout.pending / name)
-        return None
 
     def processing_paths_of(self, job_id: str, attempt: int) -> list[Path]:
         """`processing/*/ID.N.json` files of one attempt (normally none or one)."""
