@@ -13,7 +13,7 @@ import sys
 import click
 
 from spool.api import Spool
-from spool.cli.common import describe_fault, is_fault
+from spool.cli.common import READ_ONLY_COMMANDS, describe_fault, is_fault, warn
 from spool.errors import SpoolError
 
 FAULT_EXIT = 1  # a filesystem fault: the thing asked for failed (DESIGN §8)
@@ -64,7 +64,8 @@ def main(ctx: click.Context, spool_dir: str, host: str | None) -> None:
       spool status                     see counts, hosts and schedules
     """
     try:
-        ctx.obj = Spool(spool_dir, host=host)
+        read_only = ctx.invoked_subcommand in READ_ONLY_COMMANDS
+        ctx.obj = Spool(spool_dir, host=host, read_only=read_only, warn=warn)
     except SpoolError as error:
         raise SpoolFailure.of(error) from None
 

@@ -29,6 +29,15 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
+# Commands that only read: they work on a broken spool.toml (saying so once), DESIGN §8.
+READ_ONLY_COMMANDS = frozenset({"ls", "show", "logs", "status", "explain", "events", "doctor",
+                                "fsck"})
+
+
+def warn(message: str) -> None:
+    """One `Warning: ...` line on stderr."""
+    click.echo(f"Warning: {message}", err=True)
+
 BUG_ERRNOS = {errno.EBADF, errno.EFAULT}  # OSErrors that mean a bug in spool, not a fault
 
 

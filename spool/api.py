@@ -7,6 +7,7 @@ import os
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+import sys
 from typing import Any, Callable, Iterable
 
 from spool.config import Config, load_config
@@ -38,11 +39,22 @@ def unreadable_body(state: str, path: Path, exc: Exception) -> dict:
     return {"id": job_id, "unreadable": True, "error": f"cannot read {path}: {problem}"}
 
 
+def _warn_stderr(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
+
+
 class Spool:
-    """A spool directory, seen from one host."""
+    """A spool directory, seen from one host.
+
+    With `read_only=True` (the commands that only read: ls, show, logs, status, explain,
+    events, doctor, fsck) a broken spool.toml does not stop it: the problem is kept in
+    `config_error`, said once through `warn` (default: one line on stderr), and the defaults
+    are used. A Spool that writes (the default) raises the ConfigError instead.
+    """
 
     def __init__(self, path: str | os.PathLike | None = None, *, host: str | None = None,
-                 config: Config | None = None, clock: Clock = utc_now) -> None:
+                 config: Config | None = None, clock: Clock = utc_now,
+                 read_only: bool = False, warn: Callable[[str], None] | None = None) -> None:
         root = Path(path if path is not None else os.environ.get("SPOOL_DIR") or "spool")
         if "\0" in str(root):
             raise InvalidInput(f"spool directory {str(root)!r} contains a NUL byte")
@@ -51,6 +63,9 @@ class Spool:
         self.clock = clock
         self._config = config
         self._store: Store | None = None
+        self.read_only = read_only
+        self.config_error: ConfigError | None = None
+        self._warn = warn if warn is not None else _warn_stderr
 
     @property
     def path(self) -> Path:
@@ -59,7 +74,15 @@ class Spool:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self._config_path())
+            path = self._config_path()
+            try:
+                self._config = load_config(path)
+            except ConfigError as exc:
+                if not self.read_only:
+                    raise
+                self.config_error = exc
+                self._config = Config(path=path)
+                self._warn(f"spool.toml is broken, using the defaults: {exc}")
         return self._config
 
     def reload_config(self) -> Config:
