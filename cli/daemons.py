@@ -11,9 +11,10 @@ import sys
 from typing import Callable, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from spool.api import Spool
-from spool.errors import ConfigError, SpoolError
+from spool.errors import ConfigError, SpoolError, SpoolMissing
 from spool.cli import main
 from spool.cli.admin import create_spool
 from spool.cli.common import describe_fault, is_fault
@@ -102,15 +103,29 @@ DEMO_JOBS = [
 @main.command()
 @click.option("--capacity", type=click.IntRange(min=1), envvar="SPOOL_CAPACITY",
               help="Slots this host offers [default: CPU count].")
-@click.pass_obj
-def run(sp: Spool, capacity: int | None) -> None:
+@click.option("--demo", is_flag=True,
+              help="Create the demo spool (example jobs and a schedule) when the spool is "
+                   "missing, wherever --spool points.")
+@click.pass_context
+def run(ctx: click.Context, capacity: int | None, demo: bool) -> None:
     """Worker, cron and reaper in one process, on ./spool by default.
 
-    A missing spool is created with a demo spool.toml and a few example jobs, so that a first
-    run shows jobs flowing: `spool status` and `ls` in another terminal show them move.
+    \b
+    The quick start: on the default ./spool (no --spool, no SPOOL_DIR), a missing spool is
+    created with a demo spool.toml and a few example jobs, so that a first run shows jobs
+    flowing (`spool status` and `ls` in another terminal show them move). Anywhere else a
+    missing spool is an error (exit 2) saying how to create it ('spool --spool DIR init'),
+    unless --demo asks for the demo spool there.
     """
+    sp: Spool = ctx.obj
     setup_logging()
-    if create_spool(sp, DEMO_CONFIG):
+    if not (demo or _default_spool(ctx)):
+        if not sp.layout.exists():
+            raise SpoolMissing(
+                f"no spool at {sp.path}: create it with 'spool --spool {sp.path} init' "
+                f"(or 'spool --spool {sp.path} run --demo' for the demo spool)")
+    elif create_spool(sp, DEMO_CONFIG):
+        click.echo(f"created the demo spool at {sp.path}", err=True)
         for job, args in DEMO_JOBS:
             click.echo(f"submitted {job}: {sp.submit(job, args)}", err=True)
     cron, reaper = Cron(sp), Reaper(sp)
@@ -118,6 +133,13 @@ def run(sp: Spool, capacity: int | None) -> None:
     companions = [Companion("cron", cron.step, lambda now: cron.next_wake(now, poll)),
                   Companion("reaper", reaper.step, lambda now: sp.config.defaults.heartbeat)]
     sys.exit(Worker(sp, capacity, companions=companions).run())
+
+
+def _default_spool(ctx: click.Context) -> bool:
+    """Whether the spool is the default ./spool: neither --spool nor SPOOL_DIR named one."""
+    parent = ctx.parent
+    return parent is not None and \
+        parent.get_parameter_source("spool_dir") in (ParameterSource.DEFAULT, None)
 
 
 @main.command()
