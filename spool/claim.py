@@ -156,12 +156,48 @@ def _int(value: object, default: int) -> int:
 
 def dependencies_met(store: Store, after: tuple[str, ...]) -> bool:
     """Whether every job in `after` is in done/ with outcome completed."""
-    for dep in after:
+    return all(dependency_state(store, dep)[0] == "completed" for dep in after)
+
+
+def dependency_state(store: Store, dep: str) -> tuple[str, str | None]:
+    """(verdict, outcome) of one `after` dependency, from done/ and dead/ alone: "completed";
+    "never" when it ended dead or cancelled (it can never complete now, DESIGN §12); "waiting"
+    otherwise (still pending or running, or missing: the caller tells those apart if it must)."""
+    for state in ("done", "dead"):
         try:
-            if store.read(store.layout.done / f"{dep}.json").get("outcome") != "completed":
-                return False
+            outcome = store.read(store.layout.state_dir(state) / f"{dep}.json").get("outcome")
         except (OSError, InvalidInput):
-            return False
+            continue
+        if state == "dead":
+            return "never", f"dead ({outcome or 'being buried'})"
+        if outcome == "completed":
+            return "completed", outcome
+        if outcome:  # an unfilled terminal file gets its outcome microseconds later
+            return "never", str(outcome)
+    return "waiting", None
+
+
+def never_runs(store: Store, after: tuple[str, ...]) -> str | None:
+    """Why a job with these `after` dependencies can never run, or None."""
+    for dep in after:
+        verdict, outcome = dependency_state(store, dep)
+        if verdict == "never":
+            return f"dependency {dep!r} ended {outcome}: it can never complete"
+    return None
+
+
+def end_unrunnable(store: Store, name: str, reason: str, now: datetime) -> bool:
+    """End a pending job that can never run in done/ as cancelled, its error `reason`;
+    False when it moved meanwhile (claimed, cancelled) or cannot be read."""
+    try:
+        body = store.read(store.layout.pending / name)
+    except (OSError, InvalidInput):
+        return False
+    body = {**body, "outcome": "cancelled", "error": reason, "finished_at": format_time(now)}
+    if not store.cancel_pending(name, body, now):
+        return False
+    log.info("cancelled %s: %s", body.get("id"), reason)
+    store.journal.record(now, "cancel", str(body.get("id")), host=store.host, error=reason)
     return True
 
 
@@ -187,7 +223,12 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         if info.slots > ledger.capacity:
             ledger.unfit[job_id] = info.slots
             continue
-        if info.slots > free or (info.after and not dependencies_met(store, info.after)):
+        if info.after and not dependencies_met(store, info.after):
+            reason = never_runs(store, info.after)
+            if reason is not None and end_unrunnable(store, name, reason, now):
+                view.remove(name)
+            continue
+        if info.slots > free:
             continue
         attempt = info.attempts + 1
         path = store.claim(name, job_id, attempt, host_dir, now, info.inode)

@@ -57,8 +57,10 @@ def format_time(moment: datetime) -> str:
     return to_utc(moment).replace(tzinfo=None).isoformat() + "Z"
 
 
-def parse_time(value: object, what: str = "time") -> datetime:
-    """An aware UTC datetime from RFC 3339 text or a datetime (a naive one is taken as UTC)."""
+def parse_time(value: object, what: str = "time", *, local_naive: bool = False) -> datetime:
+    """An aware UTC datetime from RFC 3339 text or a datetime. A time without an offset is
+    UTC — or, with `local_naive` (what a person typed: `--at "2026-12-03 09:00"`), this
+    host's local time, as at(1) reads it. Stored times always carry their offset."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
@@ -71,9 +73,36 @@ def parse_time(value: object, what: str = "time") -> datetime:
     else:
         raise InvalidInput(f"{what}: {value!r} is not an RFC 3339 time")
     try:
+        if local_naive and moment.tzinfo is None:
+            moment = moment.astimezone()  # the local zone's offset at that moment (DST too)
         return to_utc(moment, what)
-    except InvalidInput:
+    except (InvalidInput, OverflowError, ValueError, OSError):
         raise InvalidInput(f"{what}: {value!r} is out of range ({_RANGE})") from None
+
+
+def human_time(moment: datetime) -> str:
+    """A time for people: this host's local time with its offset, to the second
+    (`2026-12-03 10:00:00+01:00`), so nobody has to guess the zone."""
+    try:
+        local = to_utc(moment).astimezone()
+    except (OverflowError, ValueError, OSError):
+        local = to_utc(moment)
+    return local.isoformat(sep=" ", timespec="seconds")
+
+
+def human_duration(seconds: float) -> str:
+    """`45s`, `5m`, `2h10m`, `3d4h`: a short rounded duration for people (never negative)."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 1 or seconds == 0 else f"{seconds:.1f}s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h" if hours else f"{days}d"
 
 
 def due_stamp(moment: datetime) -> str:
