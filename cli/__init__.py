@@ -13,7 +13,8 @@ import sys
 import click
 
 from spool.api import Spool
-from spool.cli.common import READ_ONLY_COMMANDS, describe_fault, is_fault, warn
+from spool.cli.common import (READ_ONLY_COMMANDS, describe_fault, is_fault, option_envvars,
+                              warn)
 from spool.errors import SpoolError
 
 FAULT_EXIT = 1  # a filesystem fault: the thing asked for failed (DESIGN §8)
@@ -32,7 +33,14 @@ class SpoolFailure(click.ClickException):
 
 
 class SpoolGroup(click.Group):
-    """Turns SpoolError and filesystem faults raised by any command into their exit codes."""
+    """Turns SpoolError and filesystem faults raised by any command into their exit codes;
+    gives every command option its `SPOOL_<OPTION>` variable (DESIGN §8)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            option_envvars(command)
+        return command
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:

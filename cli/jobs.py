@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from spool.api import Spool
 from spool.cli import main
-from spool.cli.common import DURATION, emit_json, table
+from spool.cli.common import (DURATION, STATE_COLOURS, coloured, emit_json, table,
+                              use_colour)
+from spool.cli.listing import HEADER, ago, line, select, since_time
 from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
 from spool.job import Job
 from spool.jsonvalues import load_json, printable
 from spool.layout import STATES
-from spool.timeutil import format_time
 
 WAIT_EXIT = {"completed": 0, "cancelled": 5}
 
@@ -97,32 +100,71 @@ def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
         sys.exit(_wait_code([sp.wait(new_id)]))
 
 
-def _row(job: Job) -> list[str]:
-    if job.extra.get("unreadable"):
-        return [job.id, job.state, "?", "-", "-", "unreadable", "-"]
-    when = job.finished_at if job.finished else job.run_at
-    return [job.id, job.state, printable(job.job), str(job.priority), str(job.attempts),
-            printable(job.outcome or "-"), format_time(when) if when else "-"]
-
-
 @main.command("ls")
 @click.argument("state", required=False, default="all",
                 type=click.Choice([*STATES, "all"]))
 @click.option("--job", "job_type", help="Only jobs of this job type.")
-@click.option("--limit", type=click.IntRange(min=0), help="At most this many jobs.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (a list).")
+@click.option("--outcome", help="Only jobs that ended so (completed, cancelled, dead, ...).")
+@click.option("--host", help="Only jobs running on this host (finished: their last attempt's).")
+@click.option("--since", metavar="T|D",
+              help="Only jobs submitted, started or finished (what AGE counts from) since a "
+                   "time (RFC 3339) or a duration ago (15m, 2h, 1d).")
+@click.option("--newest", is_flag=True, help="Finished jobs newest first.")
+@click.option("--limit", type=click.IntRange(min=0),
+              help="At most N jobs: the next to run, the running, then the newest finished.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the ids, one a line (for xargs).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (a list of show's).")
 @click.pass_obj
-def ls(sp: Spool, state: str, job_type: str | None, limit: int | None, as_json: bool) -> None:
-    """List jobs of a STATE (pending in claim order, then by id)."""
-    found = sp.list_with_bodies(state, job=job_type, limit=limit)
+def ls(sp: Spool, state: str, job_type: str | None, outcome: str | None, host: str | None,
+       since: str | None, newest: bool, limit: int | None, quiet: bool, as_json: bool) -> None:
+    """List jobs of a STATE: ID, STATE, JOB, ATTEMPT (n/max), HOST (while running), AGE (since
+    submitted, started or finished), OUTCOME and INFO (why a pending job waits; the error of a
+    finished one). Pending jobs come in claim order, then running, then finished by id.
+
+    \b
+    Examples:
+      spool ls dead -q | xargs spool retry
+      spool ls done --newest --limit 20
+      spool ls --since 1h --outcome failed
+    """
+    now = sp.clock()
+    cutoff = None if since is None else since_time(since, now)
+    plain = outcome is None and host is None and cutoff is None and not newest
+    found = sp.list_with_bodies(state, job=job_type,
+                                limit=limit if plain and state in ("pending", "processing")
+                                else None)
+    chosen = select(sp, [line(sp, job, body) for job, body in found], outcome=outcome,
+                    host=host, since=cutoff, newest=newest, limit=limit)
     if as_json:
-        emit_json([job.to_json(body) for job, body in found])
-    elif found:
-        click.echo(table([_row(job) for job, _ in found],
-                         ["ID", "STATE", "JOB", "PRI", "TRIES", "OUTCOME", "DUE/FINISHED"]))
-    for job, _ in found:
-        if job.extra.get("unreadable"):
-            click.echo(f"Warning: {job.error}", err=True)
+        emit_json([_document(sp, ln.job, ln.body) for ln in chosen])
+    elif quiet:
+        for ln in chosen:
+            click.echo(ln.job.id)
+    elif chosen:
+        colour = use_colour()
+        click.echo(table([ln.row(sp, now) for ln in chosen], HEADER,
+                         lambda col, value, padded: coloured(
+                             padded, STATE_COLOURS.get(value) if col == 1 else None, colour)))
+    else:
+        click.echo(f"no jobs match ({_asked(state, job_type, outcome, host, since)})")
+    for ln in chosen:
+        if ln.job.extra.get("unreadable"):
+            click.echo(f"Warning: {ln.job.error}", err=True)
+
+
+def _asked(state: str, *filters: str | None) -> str:
+    names = ("--job", "--outcome", "--host", "--since")
+    parts = [f"state {state}"] + [f"{n} {v}" for n, v in zip(names, filters) if v is not None]
+    return ", ".join(parts)
+
+
+def _document(sp: Spool, job: Job, body: dict) -> dict:
+    """show --json: the job file's fields, state and path; a running job adds `running`."""
+    doc = job.to_json(body)
+    running = sp.running(job)
+    if running is not None:
+        doc["running"] = running
+    return doc
 
 
 @main.command()
@@ -130,10 +172,10 @@ def ls(sp: Spool, state: str, job_type: str | None, limit: int | None, as_json: 
 @click.option("--json", "as_json", is_flag=True, help="The job file's fields plus state and path.")
 @click.pass_obj
 def show(sp: Spool, job_id: str, as_json: bool) -> None:
-    """Show one job: its state, fields and attempt history."""
+    """Show one job: its state, fields, running attempt and attempt history."""
     job, body = sp.get_with_body(job_id)
     if as_json:
-        emit_json(job.to_json(body))
+        emit_json(_document(sp, job, body))
         return
     for key in ("id", "state", "job", "args", "priority", "run_at", "created_at", "attempts",
                 "max_attempts", "timeout", "slots", "unique", "after", "schedule", "meta",
@@ -143,6 +185,15 @@ def show(sp: Spool, job_id: str, as_json: bool) -> None:
             shown = json.dumps(value) if not isinstance(value, str) else printable(value)
             click.echo(f"{key:<13}{shown}")
     click.echo(f"{'path':<13}{printable(str(job.path))}")
+    running = sp.running(job)
+    if running is not None:
+        started = running["started_at"]
+        click.echo(printable(
+            f"{'running':<13}attempt {running['attempt']}/{job.max_attempts} on "
+            f"{running['host']}"
+            + (f" since {started} ({ago(running['runtime'])})" if started else "")
+            + (f", heartbeat {ago(running['heartbeat_age'])} ago"
+               if running["heartbeat_age"] is not None else "")))
     for entry in job.history:
         click.echo(printable(
             f"attempt {entry.get('attempt')}: {entry.get('outcome')} on "
@@ -153,27 +204,79 @@ def show(sp: Spool, job_id: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job finishes.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing until the job finishes; exit then as 'spool wait' does.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N lines (with -f: then follow).")
+@click.option("--attempt", type=click.IntRange(min=1), metavar="N",
+              help="Only attempt N's section of the log.")
 @click.pass_obj
-def logs(sp: Spool, job_id: str, follow: bool) -> None:
-    """Print a job's log: every attempt's output after a header line."""
-    sp.get(job_id)
-    path = sp.layout.log_path(job_id)
-    offset = 0
+def logs(sp: Spool, job_id: str, follow: bool, lines: int | None, attempt: int | None) -> None:
+    """Print a job's log: every attempt's output after a header line.
+
+    A job that has not run yet has no log: that is said on stderr (exit 0); with -f the log
+    is followed once it starts. With -f the exit code is the job's outcome: 0 completed,
+    1 failed or dead, 5 cancelled.
+    """
+    job = sp.get(job_id)
+    path = sp.layout.log_path(job.id)
+    reader = LogReader(path, attempt)
+    if not path.exists() and not job.finished:
+        click.echo(f"job {job.id} has not run yet ({job.state}): no log"
+                   + ("; waiting for it to start" if follow else ""), err=True)
+    first = reader.read()
+    if attempt is not None and not reader.seen and not follow:
+        raise JobNotFound(f"job {job.id} has no attempt {attempt} in its log {path}")
+    _write(first[-lines:] if lines is not None and lines > 0 else [] if lines == 0 else first)
+    if not follow:
+        return
     while True:
-        try:
-            with open(path, "rb") as log:
-                log.seek(offset)
-                chunk = log.read()
-        except FileNotFoundError:
-            chunk = b""
-        if chunk:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
-            offset += len(chunk)
-        if not follow or (sp.finished_job(job_id) is not None and not chunk):
-            return
+        finished = sp.finished_job(job.id)
+        chunk = reader.read()
+        _write(chunk)
+        if finished is not None and not chunk:
+            sys.exit(_wait_code([finished]))
         time.sleep(0.2)
+
+
+def _write(chunk: list[bytes]) -> None:
+    if chunk:
+        sys.stdout.buffer.write(b"".join(chunk))
+        sys.stdout.flush()
+
+
+class LogReader:
+    """Reads a job's log from where it left off, in whole lines, keeping only the section of
+    one attempt when asked (sections start at the worker's header lines)."""
+
+    HEADER = re.compile(rb"^=== spool: attempt (\d+) of job ")
+
+    def __init__(self, path: Path, attempt: int | None) -> None:
+        self.path = path
+        self.attempt = attempt
+        self.offset = 0
+        self.partial = b""
+        self.current: int | None = None
+        self.seen = False
+
+    def read(self) -> list[bytes]:
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                data = log.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        data = self.partial + data
+        cut = data.rfind(b"\n") + 1
+        self.partial = data[cut:]
+        return [ln for ln in data[:cut].splitlines(keepends=True) if self._keep(ln)]
+
+    def _keep(self, line: bytes) -> bool:
+        if (match := self.HEADER.match(line)) is not None:
+            self.current = int(match.group(1))
+            self.seen = self.seen or self.current == self.attempt
+        return self.attempt is None or self.current == self.attempt
 
 
 def _wait_code(jobs: list[Job]) -> int:
@@ -228,8 +331,15 @@ def retry(sp: Spool, job_ids: tuple[str, ...], every: bool, job_type: str | None
     if every == bool(job_ids):
         raise click.UsageError("give job ids or --all, not both and not neither")
     if every:
-        for job_id in sp.retry_all(job_type):
+        retried = sp.retry_all(job_type)
+        for job_id in retried:
             click.echo(f"{job_id} retried")
+        if not retried:
+            known = job_type is None or sp.config.job_type(job_type) is not None
+            click.echo("nothing to retry: no dead jobs"
+                       + (f" of job type {job_type!r}" if job_type else "")
+                       + ("" if known else f" ({job_type!r} is not a job type in spool.toml)"),
+                       err=True)
         return
     _each(job_ids, lambda job_id: (sp.retry(job_id), click.echo(f"{job_id} retried")))
 
@@ -244,6 +354,8 @@ def purge(sp: Spool, state: str, older_than: float | None, yes: bool) -> None:
     ids = sp.purge(state, older_than, dry_run=not yes)
     if yes:
         click.echo(f"purged {len(ids)} jobs")
-    else:
-        click.echo(f"would purge {len(ids)} jobs; run again with --yes to delete them")
+        return
+    for job_id in ids:
+        click.echo(f"would purge {job_id}")
+    click.echo(f"would purge {len(ids)} jobs; run again with --yes to delete them")
 

@@ -197,6 +197,23 @@ class Spool:
                 found.append((Job.from_body(body, where_state, path), body))
         return found
 
+    def running(self, job: Job) -> dict | None:
+        """The running attempt of a job in processing/: attempt, host, started_at (when the
+        host's ledger records it), runtime and heartbeat_age in seconds; None otherwise."""
+        if job.state != "processing":
+            return None
+        now = self.clock()
+        info = self.store.running_attempt(job.path, now.timestamp())
+        if info is None:
+            return None
+        info["runtime"] = None
+        if info["started_at"] is not None:
+            try:
+                info["runtime"] = max(0.0, (now - parse_time(info["started_at"])).total_seconds())
+            except InvalidInput:
+                info["started_at"] = None
+        return info
+
     def _paths(self, state: str | None) -> Iterable[tuple[str, Path]]:
         store = self.store
         states = STATES if state in (None, "all") else (state,)

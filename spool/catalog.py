@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from spool.config import Config
-from spool.errors import JobNotFound
-from spool.files import list_names, read_bounded, read_with_stat
+from spool.errors import InvalidInput, JobNotFound
+from spool.files import list_names, read_bounded, read_state, read_with_stat
 from spool.job import Job, decode
 from spool.layout import Layout, parse_pending_name, parse_processing_name
 
@@ -117,6 +117,31 @@ class Catalog:
             for entry in entries:
                 if parse_processing_name(entry):
                     yield directory / entry
+
+    def running_attempt(self, path: Path, now_ts: float) -> dict | None:
+        """What is known of the attempt a processing file stands for: `attempt` (from its
+        name), `host` (its directory), `heartbeat_age` (its mtime, touched by the worker),
+        and `started_at` from the host ledger when it records this attempt. None when the
+        name is not a processing name. A hint, like every listing."""
+        parsed = parse_processing_name(path.name)
+        if parsed is None:
+            return None
+        host = path.parent.name
+        info: dict = {"attempt": parsed[1], "host": host, "started_at": None,
+                      "heartbeat_age": None}
+        try:
+            info["heartbeat_age"] = max(0.0, now_ts - os.lstat(path).st_mtime)
+        except OSError:
+            pass
+        try:
+            entry = read_state(self.layout.hosts / f"{host}.json").get("running", {})
+            entry = entry.get(parsed[0]) if isinstance(entry, dict) else None
+        except (OSError, InvalidInput):
+            entry = None
+        if isinstance(entry, dict) and entry.get("attempt") == parsed[1] \
+                and isinstance(entry.get("started_at"), str):
+            info["started_at"] = entry["started_at"]
+        return info
 
     def terminal_names(self, state: str) -> list[str]:
         """Sorted `ID.json` names in done/ or dead/."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from spool.config import Schedule
 from spool.errors import InvalidInput
 from spool.files import list_names, read_state
-from spool.layout import parse_pending_name
+from spool.layout import parse_pending_name, parse_processing_name
 from spool.schedules import next_fire
 from spool.store import Store
 from spool.timeutil import due_stamp, format_time, parse_due
@@ -39,6 +39,11 @@ def status(store: Store, now: datetime) -> dict:
         "unclaimable": unclaimable,
         "schedules": [{"name": name, "next_fire": _fire(sched, now)}
                       for name, sched in sorted(store.config.schedules.items())],
+        # DESIGN §8's shape, filled in as hold, pause, limits and explain arrive
+        "held": 0,
+        "paused": [],
+        "limits": [],
+        "blocked": [],
     }
 
 
@@ -59,7 +64,7 @@ def read_ledgers(store: Store, now: datetime) -> list[dict]:
             age = now.timestamp() - os.lstat(path).st_mtime
         except (OSError, InvalidInput):
             continue
-        running = ledger.get("running", {})
+        running = _still_running(store, name[:-5], ledger.get("running"))
         hosts.append({
             "host": ledger.get("host", name[:-5]),
             "capacity": ledger.get("capacity", 0),
@@ -70,6 +75,21 @@ def read_ledgers(store: Store, now: datetime) -> list[dict]:
             "unfit": ledger.get("unfit", {}),
         })
     return hosts
+
+
+def _still_running(store: Store, host: object, running: object) -> dict:
+    """The ledger's running entries whose attempt still has its file in processing/<host>/:
+    a worker drops an ended attempt's entry only under its next lock, so the ledger alone
+    would show an idle host busy with finished jobs."""
+    if not isinstance(running, dict) or not isinstance(host, str):
+        return {}
+    try:
+        names = list_names(store.layout.host_processing(host))
+    except (OSError, ValueError):
+        return {}
+    on_disk = {parsed for n in names if (parsed := parse_processing_name(n))}
+    return {job_id: entry for job_id, entry in running.items()
+            if isinstance(entry, dict) and (job_id, entry.get("attempt")) in on_disk}
 
 
 def format_status(doc: dict) -> str:
