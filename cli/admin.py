@@ -11,7 +11,7 @@ import click
 
 from spool.api import Spool
 from spool.cli import main
-from spool.cli.common import emit_json
+from spool.cli.common import LEVEL_COLOURS, coloured, emit_json, use_colour
 from spool.config import load_config
 from spool.errors import InvalidInput, SpoolError
 from spool.job import normalize
@@ -43,6 +43,9 @@ def init(sp: Spool, group: str | None) -> None:
     """Create the spool directory layout and a commented sample spool.toml."""
     if create_spool(sp, SAMPLE_CONFIG, group):
         click.echo(f"created spool at {sp.path}; edit {sp.layout.config_path} to declare jobs")
+    elif group is not None:
+        click.echo(f"spool at {sp.path} already exists; nothing changed (--group {group} is "
+                   "applied only when init creates the spool)")
     else:
         click.echo(f"spool at {sp.path} already exists; nothing changed")
 
@@ -101,7 +104,8 @@ def doctor(sp: Spool) -> None:
 
     sp.layout.require(complete=False)  # a damaged layout is reported, not refused
     findings = diagnose(sp)
+    colour = use_colour()
     for level, message in findings:
-        click.echo(f"{level:<5}{message}")
+        click.echo(coloured(f"{level:<5}", LEVEL_COLOURS.get(level), colour) + message)
     if any(level == "FAIL" for level, _ in findings):
         sys.exit(1)
