@@ -27,7 +27,7 @@ from typing import Any, Callable
 from spool.claim import Claimed
 from spool.config import JobType
 from spool.errors import InvalidInput
-from spool.execution import Attempt, load_handler, read_result, start_attempt
+from spool.execution import Attempt, Raised, load_handler, read_result, start_attempt
 from spool.job import normalize
 from spool.layout import attempt_subject
 from spool.output import Output
@@ -54,9 +54,11 @@ class Running:
 class Attempts:
     """The running and unsettled attempts of one worker process."""
 
-    def __init__(self, store: Store, pid: int) -> None:
+    def __init__(self, store: Store, pid: int,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.pid = pid
+        self.clock = clock  # read at each launch: a pass's `now` is the same for all its jobs
         self.running: dict[str, Running] = {}
         self.unsettled: dict[str, Unsettled] = {}
         self.ended: list[tuple[str, int]] = []
@@ -79,6 +81,8 @@ class Attempts:
         if refuse is not None:
             self.end(item, body, "failed", now, error=f"cannot start: {refuse}")
             return
+        if self.clock is not None:
+            now = max(now, self.clock())  # the moment this attempt starts, not the pass's
         try:
             self._start(item, body, jtype, now)
         except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker
@@ -158,8 +162,10 @@ class Attempts:
                 self._let_go(run.claimed)
                 continue
             outcome = reason or {0: "completed", 100: "cancelled"}.get(code, "failed")
+            raised = result if isinstance(result, Raised) else None
+            result = None if raised is not None else result
             error = {"timeout": f"timed out after {run.deadline - run.attempt.started:g}s",
-                     "failed": f"exit code {code}"}.get(outcome)
+                     "failed": str(raised) if raised else f"exit code {code}"}.get(outcome)
             if outcome == "completed" and problem:
                 outcome, error, result = "failed", problem, None
             self.end(run.claimed, run.body, outcome, now, error=error, exit_code=code,

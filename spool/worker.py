@@ -53,7 +53,7 @@ class Worker:
         self.pid = os.getpid()
         self.ledger = HostLedger(self.store.layout, spool.host, self.config.defaults.durable)
         self.view = PendingView(self.store)
-        self.attempts = Attempts(self.store, self.pid)
+        self.attempts = Attempts(self.store, self.pid, spool.clock)
         self.stopping = False
         self.stop_at: float | None = None
         self.signals = 0
