@@ -7,7 +7,9 @@ module once, so an attempt pays no interpreter start; its stdin is /dev/null. Ex
 100 cancelled, anything else failed; a handler's return value (or a command's `$SPOOL_RESULT`
 file) is the job's result, at most `max_result_bytes`. The result lives at a private name in
 tmp/ (`result,HOST,PID,RAND,ID.N`): a handler child creates it with O_EXCL|O_NOFOLLOW and the
-worker reads it without following a link, so nothing planted there is ever written or read.
+worker reads it without following a link, so nothing planted there is ever written or read. A handler that raises leaves `ERROR_MARK` and
+`Type: message` there instead: the worker makes that the attempt's error (`read_result` gives
+it back as `Raised`), and the log's traceback starts at the handler's own frames.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ from typing import Any, Callable
 from spool.config import JobType
 from spool.errors import Cancel, InvalidInput, SpoolError
 from spool.files import discard, read_bounded
+from spool.job import expand_item, placeholders
+
+__all__ = ["expand_argv", "placeholders"]  # placeholders: argv templates live with the job
 
 EXIT_CANCELLED = 100
+ERROR_MARK = b"\0spool-error\0"  # a handler's result file holding the exception it raised
+MAX_ERROR = 2000  # characters of a handler's exception kept as the job's error
 _RESULT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -81,18 +88,17 @@ class Attempt:
 
 
 def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
-    """argv with `{name}` items filled from args (each expansion stays one item)."""
-    if not any("{" in item for item in command):
-        return list(command)
-    if not isinstance(args, dict):
+    """argv with `{name}` placeholders (`name` an identifier) filled from args, each expansion
+    staying one item; any other brace is literal, `{{` and `}}` give one brace (DESIGN §5)."""
+    names = placeholders(command)
+    if names and not isinstance(args, dict):
         raise InvalidInput(f"command {list(command)} needs object args, got {args!r}")
-    mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in args.items()}
-    try:
-        argv = [item.format_map(mapping) for item in command]
-    except KeyError as exc:
-        raise InvalidInput(f"command {list(command)} needs argument {exc.args[0]!r}") from None
-    except (ValueError, IndexError) as exc:
-        raise InvalidInput(f"command {list(command)} has a bad placeholder: {exc}") from None
+    mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (args or {}).items()} \
+        if names else {}
+    missing = [name for name in names if name not in mapping]
+    if missing:
+        raise InvalidInput(f"command {list(command)} needs argument {missing[0]!r}")
+    argv = [expand_item(item, mapping) for item in command]
     for item in argv:
         if "\0" in item:  # exec(2) cannot pass it: retrying will not help
             raise InvalidInput(f"argv item {item!r} contains a NUL character")
@@ -223,12 +229,31 @@ def _call(function: Callable[..., Any], args: Any, result_path: Path, max_result
     except Cancel as exc:
         print(f"spool: cancelled by the handler: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
-    except Exception:  # noqa: BLE001 - a failing handler is an outcome, not a crash
-        traceback.print_exc()
+    except Exception as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
+        _print_user_traceback(exc)
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        try:
+            data = ERROR_MARK + text[:MAX_ERROR].encode("utf-8", "replace")
+            write_result(result_path, data[:max_result], max_result)  # read back within it
+        except OSError as problem:  # the error stays "exit code 1"; the log says why
+            print(f"spool: cannot record the handler's error: {problem}", file=sys.stderr)
         return 1
     if value is not None:
         write_result(result_path, json.dumps(value, default=str).encode(), max_result)
     return 0
+
+
+class Raised(str):
+    """The exception a handler raised, `Type: message`, as its result file reports it."""
+
+
+def _print_user_traceback(exc: BaseException) -> None:
+    """The traceback from the handler's own code on: spool's frames (this module) are left
+    out, so the log starts where the user's code does."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb)
 
 
 def write_result(path: Path, data: bytes, max_result: int) -> None:
@@ -260,6 +285,8 @@ def read_result(result_path: Path, max_result: int) -> tuple[Any, str | None]:
             discard(result_path)
         except OSError:
             pass  # the scratch sweep of recover_holds clears it later
+    if data.startswith(ERROR_MARK):  # no JSON and no text starts with a NUL byte
+        return Raised(data[len(ERROR_MARK):].decode("utf-8", "replace")), None
     try:
         return json.loads(data), None
     except (ValueError, RecursionError):  # a command may write plain text

@@ -243,8 +243,8 @@ def explain_job(catalog: Catalog, job_id: str, now: datetime) -> dict:
                            "exit_code": job.exit_code,
                            "finished_at": format_time(job.finished_at)
                            if job.finished_at else None}
-        doc["summary"] = f"{job.state}: {job.outcome or 'being filled'}" + (
-            f" after {job.attempts}/{job.max_attempts} attempts")
+        doc["summary"] = (f"{job.outcome or 'being filled'} after {job.attempts}/"
+                          f"{job.max_attempts} attempts") + (f": {job.error}" if job.error else "")
     return doc
 
 

@@ -10,6 +10,7 @@ not JSON at all.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attemp
 OUTCOMES = ("completed", "cancelled", "failed", "timeout", "lost", "interrupted", "invalid")
 MAX_ATTEMPTS = 1_000_000
 _TIME_FIELDS = ("run_at", "created_at", "finished_at")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "job": str, "priority": int, "attempts": int, "max_attempts": int,
     "timeout": (int, float), "slots": int, "unique": str, "after": list, "schedule": str,
@@ -135,8 +137,47 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
     if not isinstance(meta, dict):
         raise InvalidInput(f"field 'meta' must be an object, not {meta!r}")
     body["meta"] = meta
+    if jtype.command:
+        _check_placeholders(name, jtype.command, body["args"])
     _check_body(body)
     return body
+
+
+def placeholders(command: tuple[str, ...] | list[str]) -> list[str]:
+    """The placeholder names of an argv template, in order, each once (DESIGN §5): only
+    `{name}` with `name` an identifier; any other brace is literal."""
+    names: dict[str, None] = {}
+    for item in command:
+        for match in _PLACEHOLDER.finditer(item):
+            if match.group(1) is not None and match.group(1).isidentifier():
+                names[match.group(1)] = None
+    return list(names)
+
+
+def expand_item(item: str, mapping: dict[str, str]) -> str:
+    """One argv item with its placeholders replaced from `mapping` (KeyError: one missing),
+    `{{`/`}}` made single braces and every other brace kept as written."""
+    def replace(match: re.Match[str]) -> str:
+        text, name = match.group(0), match.group(1)
+        if name is None:
+            return text[0]
+        return mapping[name] if name.isidentifier() else text
+    return _PLACEHOLDER.sub(replace, item)
+
+
+def _check_placeholders(name: str, command: tuple[str, ...], args: Any) -> None:
+    """InvalidInput when args lack an argument the job type's argv names."""
+    needed = placeholders(command)
+    if not needed:
+        return
+    if not isinstance(args, dict):
+        raise InvalidInput(f"job type {name!r} fills its command {list(command)} from args: "
+                           f"args must be an object with {', '.join(needed)}, not {args!r}")
+    missing = [each for each in needed if each not in args]
+    if missing:
+        raise InvalidInput(f"job type {name!r} needs argument{'s' if len(missing) > 1 else ''} "
+                           f"{', '.join(repr(m) for m in missing)} for its command "
+                           f"{list(command)} (give it with -a {missing[0]}=VALUE)")
 
 
 def _check_body(body: dict) -> None:
