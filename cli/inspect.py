@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -76,6 +77,7 @@ def events(sp: Spool, follow: bool, since: str | None, job_id: str | None, job: 
                 host_width = max(host_width, len(str(event.get("host"))))
                 click.echo(json.dumps(event, ensure_ascii=False) if as_json
                            else printable(format_event(event, host_width)))
+            sys.stdout.flush()  # a pipe or a file sees each event as it comes
             time.sleep(FOLLOW_POLL)
             found = reader.poll()
     except KeyboardInterrupt:
