@@ -7,10 +7,10 @@ import sys
 import time
 
 import click
-
-from spool.api import Spool
 from spool.cli import main
 from spool.cli.common import emit_json
+
+from spool.api import Spool
 from spool.events import Filter, Reader, format_event, format_events, parse_since
 from spool.explain import explain as explain_job
 from spool.explain import render

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from spool.catalog import Catalog
 from spool.errors import InvalidInput
 from spool.files import list_names
 from spool.layout import is_temporary_name, parse_pending_name
@@ -159,7 +160,7 @@ def dependencies_met(store: Store, after: tuple[str, ...]) -> bool:
     return all(dependency_state(store, dep)[0] == "completed" for dep in after)
 
 
-def dependency_state(store: Store, dep: str) -> tuple[str, str | None]:
+def dependency_state(store: Catalog, dep: str) -> tuple[str, str | None]:
     """(verdict, outcome) of one `after` dependency, from done/ and dead/ alone: "completed";
     "never" when it ended dead or cancelled (it can never complete now, DESIGN §12); "waiting"
     otherwise (still pending or running, or missing: the caller tells those apart if it must)."""

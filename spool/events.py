@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterator
+from typing import Any
 
 from spool.catalog import Catalog
 from spool.errors import InvalidInput, SpoolError
@@ -46,7 +47,7 @@ def parse_since(value: str, now: datetime) -> datetime:
                            "a time (2026-12-03T09:00:00Z, or local: 2026-12-03 09:00)") from None
 
 
-def event_time(event: dict) -> datetime:
+def event_time(event: dict[str, Any]) -> datetime:
     """When an event happened (an unreadable time sorts first)."""
     try:
         return parse_time(event.get("time"))
@@ -64,7 +65,7 @@ class Filter:
     job: str | None = None
     types: dict[str, str | None] = field(default_factory=dict)
 
-    def job_type(self, event: dict) -> str | None:
+    def job_type(self, event: dict[str, Any]) -> str | None:
         if isinstance(event.get("job"), str):
             return str(event["job"])
         job_id = str(event.get("id") or "")
@@ -79,7 +80,7 @@ class Filter:
         """Whether a day file may hold events since `since` (days are UTC days)."""
         return self.since is None or day >= self.since.strftime("%Y-%m-%d.jsonl")
 
-    def __call__(self, event: dict) -> bool:
+    def __call__(self, event: dict[str, Any]) -> bool:
         if self.job_id is not None and event.get("id") != self.job_id:
             return False
         if self.since is not None and event_time(event) < self.since:
@@ -105,7 +106,7 @@ def _read_from(path: str, offset: int) -> bytes:
         os.close(fd)
 
 
-def _parse(lines: bytes, host: str) -> Iterator[dict]:
+def _parse(lines: bytes, host: str) -> Iterator[dict[str, Any]]:
     for line in lines.splitlines():
         try:
             event = json.loads(line)
@@ -135,8 +136,8 @@ class Reader:
                 if _DAY_FILE.fullmatch(day) and self.keep.day_wanted(day):
                     yield host, os.path.join(root, host, day)
 
-    def poll(self) -> list[dict]:
-        found: list[dict] = []
+    def poll(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
         for host, path in self.files():
             offset = self.offsets.get(path, 0)
             data = _read_from(path, offset)
@@ -148,7 +149,7 @@ class Reader:
         return found
 
 
-def read_events(catalog: Catalog, keep: Filter) -> list[dict]:
+def read_events(catalog: Catalog, keep: Filter) -> list[dict[str, Any]]:
     """Every event the filter keeps, in time order."""
     return Reader(catalog, keep).poll()
 
@@ -156,14 +157,14 @@ def read_events(catalog: Catalog, keep: Filter) -> list[dict]:
 _MAIN = ("time", "host", "event", "id")
 
 
-def format_event(event: dict, host_width: int = 8, id_width: int = 35) -> str:
+def format_event(event: dict[str, Any], host_width: int = 8, id_width: int = 35) -> str:
     """One aligned line: local time with offset, host, event, id, then the other fields."""
     when = event_time(event)
     shown = human_time(when) if when != _EPOCH else str(event.get("time"))
     extra = " ".join(f"{key}={_value(value)}" for key, value in event.items()
                      if key not in _MAIN and value is not None)
-    return (f"{shown:<25}  {str(event.get('host')):<{host_width}}  "
-            f"{str(event.get('event')):<8}  {str(event.get('id')):<{id_width}}  {extra}").rstrip()
+    return (f"{shown:<25}  {event.get('host')!s:<{host_width}}  "
+            f"{event.get('event')!s:<8}  {event.get('id')!s:<{id_width}}  {extra}").rstrip()
 
 
 def _value(value: object) -> str:
@@ -172,7 +173,7 @@ def _value(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def format_events(events: list[dict]) -> list[str]:
+def format_events(events: list[dict[str, Any]]) -> list[str]:
     """Lines aligned on the widest host and id of the listing."""
     host_width = max([8, *(len(str(e.get("host"))) for e in events)])
     id_width = max([35, *(len(str(e.get("id"))) for e in events)])

@@ -13,10 +13,11 @@ listings are hints (DESIGN §10) and the answer may be stale by the time it is p
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from spool.catalog import Catalog
 from spool.claim import dependency_state
@@ -24,7 +25,13 @@ from spool.errors import InvalidInput, JobNotFound
 from spool.files import list_names, read_state
 from spool.job import Job
 from spool.layout import parse_pending_name, parse_processing_name, validate_id
-from spool.timeutil import format_time, human_duration, human_time, parse_due, parse_time
+from spool.timeutil import (
+    format_time,
+    human_duration,
+    human_time,
+    parse_due,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from spool.api import Spool
@@ -45,7 +52,7 @@ class Gate:
 # -- reading what the gates need --------------------------------------------------------------
 
 
-def host_ledgers(catalog: Catalog) -> dict[str, dict]:
+def host_ledgers(catalog: Catalog) -> dict[str, dict[str, Any]]:
     """Every host's ledger (`hosts/<host>.json`) as a hint; an unreadable one is skipped."""
     ledgers = {}
     for name in sorted(list_names(catalog.layout.hosts)):
@@ -62,7 +69,7 @@ def _int(value: object, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _used(ledger: dict) -> int:
+def _used(ledger: dict[str, Any]) -> int:
     running = ledger.get("running")
     if not isinstance(running, dict):
         return 0
@@ -87,7 +94,7 @@ def known_ids(catalog: Catalog) -> set[str]:
 
 def dependency(catalog: Catalog, dep: str, known: set[str] | None = None) -> Gate:
     """The gate of one `after` dependency."""
-    verdict, outcome = dependency_state(catalog, dep)  # type: ignore[arg-type]
+    verdict, outcome = dependency_state(catalog, dep)
     if verdict == "completed":
         return Gate("after", "ok", f"{dep} completed", dep)
     if verdict == "never":
@@ -139,7 +146,7 @@ def blocked_ids(catalog: Catalog) -> list[str]:
 # -- the gates -------------------------------------------------------------------------------
 
 
-def due_gate(catalog: Catalog, job: Job, now: datetime, ledgers: dict[str, dict]) -> list[Gate]:
+def due_gate(catalog: Catalog, job: Job, now: datetime, ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     parsed = parse_pending_name(job.path.name)
     due = parse_due(parsed.due) if parsed else job.run_at
     if due is None:
@@ -152,24 +159,24 @@ def due_gate(catalog: Catalog, job: Job, now: datetime, ledgers: dict[str, dict]
 
 
 def after_gates(catalog: Catalog, job: Job, now: datetime,
-                ledgers: dict[str, dict]) -> list[Gate]:
+                ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     if not job.after:
         return [Gate("after", "ok", "no dependencies")]
     return [dependency(catalog, dep) for dep in job.after]
 
 
 def pause_gate(catalog: Catalog, job: Job, now: datetime,
-               ledgers: dict[str, dict]) -> list[Gate]:
+               ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     return [Gate("pause", "ok", "none (pause is not built yet)")]
 
 
 def limit_gates(catalog: Catalog, job: Job, now: datetime,
-                ledgers: dict[str, dict]) -> list[Gate]:
+                ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     return [Gate("limits", "ok", "none (limits are not built yet)")]
 
 
 def slots_gate(catalog: Catalog, job: Job, now: datetime,
-               ledgers: dict[str, dict]) -> list[Gate]:
+               ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     need = f"{job.slots} slot{'s' if job.slots != 1 else ''}"
     hosts = {h: (_int(led.get("capacity")), _used(led)) for h, led in ledgers.items()}
     if not hosts:
@@ -185,13 +192,13 @@ def slots_gate(catalog: Catalog, job: Job, now: datetime,
 
 
 def hold_gate(catalog: Catalog, job: Job, now: datetime,
-              ledgers: dict[str, dict]) -> list[Gate]:
+              ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     if job.state == "held":
         return [Gate("hold", "blocked", f"held: `spool release {job.id}` puts it back")]
     return [Gate("hold", "ok", "not held")]
 
 
-GateCheck = Callable[[Catalog, Job, datetime, "dict[str, dict]"], "list[Gate]"]
+GateCheck = Callable[[Catalog, Job, datetime, "dict[str, dict[str, Any]]"], "list[Gate]"]
 GATES: tuple[GateCheck, ...] = (due_gate, after_gates, pause_gate, limit_gates, slots_gate,
                                 hold_gate)
 
@@ -208,7 +215,7 @@ def _summary(gates: list[Gate]) -> str:
     return "ready: a worker claims it at its next pass"
 
 
-def _get(catalog: Catalog, job_id: str) -> tuple[Job, dict]:
+def _get(catalog: Catalog, job_id: str) -> tuple[Job, dict[str, Any]]:
     try:
         return catalog.get(job_id)
     except JobNotFound:
@@ -220,11 +227,11 @@ def _get(catalog: Catalog, job_id: str) -> tuple[Job, dict]:
         return Job.from_body(body, "held", Path(path)), body
 
 
-def explain_job(catalog: Catalog, job_id: str, now: datetime) -> dict:
+def explain_job(catalog: Catalog, job_id: str, now: datetime) -> dict[str, Any]:
     """The `explain --json` document: `{id, job, state, summary, gates: [{gate, verdict,
     detail, subject}], ...}` plus `running` or `finished` details by state."""
-    job, body = _get(catalog, validate_id(job_id))
-    doc: dict = {"id": job.id, "job": job.job, "state": job.state, "summary": "",
+    job, _ = _get(catalog, validate_id(job_id))
+    doc: dict[str, Any] = {"id": job.id, "job": job.job, "state": job.state, "summary": "",
                  "attempts": job.attempts, "max_attempts": job.max_attempts, "gates": []}
     if job.state in ("pending", "held"):
         ledgers = host_ledgers(catalog)
@@ -248,7 +255,7 @@ def explain_job(catalog: Catalog, job_id: str, now: datetime) -> dict:
     return doc
 
 
-def _running(catalog: Catalog, job: Job, now: datetime) -> dict:
+def _running(catalog: Catalog, job: Job, now: datetime) -> dict[str, Any]:
     host = job.path.parent.name
     parsed = parse_processing_name(job.path.name)
     attempt = parsed[1] if parsed else job.attempts
@@ -270,12 +277,12 @@ def _running(catalog: Catalog, job: Job, now: datetime) -> dict:
             "heartbeat_age": beat}
 
 
-def explain(spool: Spool, job_id: str) -> dict:
+def explain(spool: Spool, job_id: str) -> dict[str, Any]:
     """`Spool.explain(job_id)`: the explanation at the spool's clock (JobNotFound if none)."""
     return explain_job(spool.store, job_id, spool.clock())
 
 
-def render(doc: dict) -> str:
+def render(doc: dict[str, Any]) -> str:
     """Human text: a headline, then one line per gate (or per fact) with its verdict."""
     lines = [f"{doc['id']} ({doc['job']}) is {doc['state']}: {doc['summary']}"]
     rows: list[tuple[str, str, str]] = [(g["gate"], g["verdict"], g["detail"])

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 
 
@@ -250,8 +251,19 @@ def test_submit_wait_from_a_pipeline(spool_dir):
 
 
 def test_missing_argv_argument_is_invalid_not_retried(spool_dir):
-    job_id = submit(spool_dir, "echo", {"other": 1})
+    import pytest
+
+    from spool.errors import InvalidInput
+    from spool.layout import pending_name
+    from spool.timeutil import UTC
+
+    with pytest.raises(InvalidInput, match="'message'"):  # submit refuses it (DESIGN §5)
+        submit(spool_dir, "echo", {"other": 1})
+    job_id = "handmade-1"  # a canonical file placed by hand reaches the worker unchecked
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    (spool_dir / "pending" / pending_name(5, due, job_id)).write_text(json.dumps(
+        {"id": job_id, "job": "echo", "args": {"other": 1}}))
     assert finish(burst(spool_dir)) == 0
     body = read_job(spool_dir, "dead", job_id)
-    assert body["outcome"] == "invalid" and body["attempts"] == 1
+    assert body["outcome"] == "invalid" and state_files(spool_dir)["pending"] == []  # not retried
     assert "'message'" in body["error"]

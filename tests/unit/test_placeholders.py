@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from spool.execution import expand_argv, placeholders
 from spool.job import normalize
 from spool.timeutil import human_duration, human_time, parse_time
 
-NOW = datetime(2026, 12, 3, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
 
 def test_only_identifiers_in_braces_are_placeholders():
@@ -71,9 +71,9 @@ def paris(monkeypatch):
 
 def test_naive_times_people_type_are_local(paris):
     assert parse_time("2026-12-03 09:00", local_naive=True) == datetime(
-        2026, 12, 3, 8, 0, tzinfo=timezone.utc)
+        2026, 12, 3, 8, 0, tzinfo=UTC)
     assert parse_time("2026-07-03 09:00", local_naive=True).hour == 7  # summer time
-    assert parse_time("2026-12-03 09:00") == datetime(2026, 12, 3, 9, 0, tzinfo=timezone.utc)
+    assert parse_time("2026-12-03 09:00") == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
     assert parse_time("2026-12-03T09:00Z", local_naive=True).hour == 9  # an offset wins
     with pytest.raises(InvalidInput, match="out of range"):
         parse_time("0001-01-01 00:30", local_naive=True)  # before year 1 once in UTC
