@@ -266,3 +266,20 @@ def test_explain_and_events_in_help():
     out = subprocess.run([os.sys.executable, "-m", "spool.cli", "--help"], capture_output=True,
                          text=True, env={**os.environ}, timeout=60, check=False)
     assert " explain " in out.stdout and " events " in out.stdout
+
+
+# -- argv placeholders at the entry points -----------------------------------------------------
+
+
+def test_submit_and_drops_refuse_args_lacking_a_placeholder(spool_dir):
+    out = spool_cli(spool_dir, "submit", "echo", "-a", "other=1")
+    assert out.returncode == 2 and "'message'" in out.stderr
+    assert spool_cli(spool_dir, "submit", "echo", "-a", "message={print $1}").returncode == 0
+    (spool_dir / "pending" / "dropped-1.json").write_text('{"job": "echo", "args": {}}')
+    assert burst(spool_dir) == 0
+    rejected = read_job(spool_dir, "dead", "dropped-1")
+    assert rejected["outcome"] == "invalid" and "'message'" in rejected["error"]
+    done = state_files(spool_dir)["done"]
+    assert len(done) == 1
+    log = (spool_dir / "logs" / f"{done[0]}.log").read_text()
+    assert log.splitlines()[-1] == "{print $1}"  # an expanded value is taken as it is
