@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import click
-
-from spool.api import Spool
 from spool.cli import main
 from spool.cli.common import LEVEL_COLOURS, coloured, emit_json, use_colour
+
+from spool.api import Spool
 from spool.config import load_config
 from spool.errors import InvalidInput, SpoolError
 from spool.job import normalize

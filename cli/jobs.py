@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
+from spool.cli import main
+from spool.cli.common import (
+    DURATION,
+    STATE_COLOURS,
+    coloured,
+    emit_json,
+    table,
+    use_colour,
+)
+from spool.cli.listing import HEADER, ago, line, select, since_time
+from spool.cli.logview import LogReader
 
 from spool.api import Spool
-from spool.cli import main
-from spool.cli.common import (DURATION, STATE_COLOURS, coloured, emit_json, table,
-                              use_colour)
-from spool.cli.listing import HEADER, ago, line, select, since_time
 from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
 from spool.job import Job
 from spool.jsonvalues import load_json, printable
@@ -243,40 +248,6 @@ def _write(chunk: list[bytes]) -> None:
     if chunk:
         sys.stdout.buffer.write(b"".join(chunk))
         sys.stdout.flush()
-
-
-class LogReader:
-    """Reads a job's log from where it left off, in whole lines, keeping only the section of
-    one attempt when asked (sections start at the worker's header lines)."""
-
-    HEADER = re.compile(rb"^=== spool: attempt (\d+) of job ")
-
-    def __init__(self, path: Path, attempt: int | None) -> None:
-        self.path = path
-        self.attempt = attempt
-        self.offset = 0
-        self.partial = b""
-        self.current: int | None = None
-        self.seen = False
-
-    def read(self) -> list[bytes]:
-        try:
-            with open(self.path, "rb") as log:
-                log.seek(self.offset)
-                data = log.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        data = self.partial + data
-        cut = data.rfind(b"\n") + 1
-        self.partial = data[cut:]
-        return [ln for ln in data[:cut].splitlines(keepends=True) if self._keep(ln)]
-
-    def _keep(self, line: bytes) -> bool:
-        if (match := self.HEADER.match(line)) is not None:
-            self.current = int(match.group(1))
-            self.seen = self.seen or self.current == self.attempt
-        return self.attempt is None or self.current == self.attempt
 
 
 def _wait_code(jobs: list[Job]) -> int:

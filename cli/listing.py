@@ -95,10 +95,11 @@ def line(sp: Spool, job: Job, body: dict) -> Line:
         since = parse_time(started) if started else job.created_at
         return Line(job, body, running.get("host"), running.get("attempt", job.attempts + 1),
                     since)
+    if job.state not in FINISHED:
+        return Line(job, body, None, job.attempts, job.created_at)
     last_host = job.history[-1].get("host") if job.history else None
-    since = job.finished_at if job.state in FINISHED else job.created_at
     return Line(job, body, last_host if isinstance(last_host, str) else None, job.attempts,
-                since)
+                job.finished_at)
 
 
 def select(sp: Spool, lines: list[Line], *, outcome: str | None, host: str | None,

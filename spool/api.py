@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-import sys
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from spool.config import Config, load_config
 from spool.errors import ConfigError, Conflict, InvalidInput, JobNotFound, WaitTimeout
 from spool.job import Job, normalize
-from spool.layout import (STATES, Layout, default_host, new_id, parse_pending_name,
-                          parse_processing_name, validate_host, validate_id)
+from spool.layout import (
+    STATES,
+    Layout,
+    default_host,
+    new_id,
+    parse_pending_name,
+    parse_processing_name,
+    validate_host,
+    validate_id,
+)
 from spool.store import Store
 from spool.timeutil import UTC, format_time, parse_duration, parse_time
 

@@ -7,15 +7,15 @@ and every reader tolerates a file that moved between listing and reading.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 from spool.config import Config
 from spool.errors import InvalidInput, JobNotFound
 from spool.files import list_names, read_bounded, read_state, read_with_stat
 from spool.job import Job, decode
 from spool.layout import Layout, parse_pending_name, parse_processing_name
-
 
 HISTORY_MARGIN = 1 << 20  # bytes: attempt entries and errors on top of a full body
 
