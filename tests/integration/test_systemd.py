@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_spool, spool_cli
-from spool.doctor import parse_timespan, systemd_escape_path
+from spool.units import parse_timespan, systemd_escape_path
 
 SYSTEMD = Path(__file__).parents[2] / "systemd"
 UNITS = sorted(p for p in SYSTEMD.glob("*@.*") if p.is_file())
@@ -78,7 +78,7 @@ def test_every_dropin_example_is_a_service_section():
 
 def test_worker_stop_timeout_covers_grace_and_kill_grace():
     from spool.config import Defaults
-    from spool.doctor import SHIPPED_STOP_TIMEOUT
+    from spool.units import SHIPPED_STOP_TIMEOUT
 
     for name in ("spool-worker@.service", "spool-workers@.service"):
         text = (SYSTEMD / name).read_text()
