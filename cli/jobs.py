@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -235,12 +236,14 @@ def logs(sp: Spool, job_id: str, follow: bool, lines: int | None, attempt: int |
     _write(first[-lines:] if lines is not None and lines > 0 else [] if lines == 0 else first)
     if not follow:
         return
-    while True:
+    for turn in itertools.count(1):
         finished = sp.finished_job(job.id)
         chunk = reader.read()
         _write(chunk)
         if finished is not None and not chunk:
             sys.exit(_wait_code([finished]))
+        if finished is None and turn % 25 == 0:
+            sp.get(job.id)  # purged meanwhile: JobNotFound (exit 3), not a wait for ever
         time.sleep(0.2)
 
 

@@ -230,6 +230,22 @@ def test_options_read_spool_option_variables(spool):
     assert "would purge" in spool_cli_env(spool, {"SPOOL_YES": "1"}, "purge", "all").stdout
 
 
+def test_every_command_option_has_its_variable():
+    from spool.cli import main
+    from spool.cli.common import NO_ENVVAR
+
+    ctx = main.make_context("spool", ["ls"])
+    for name in main.list_commands(ctx):
+        command = main.get_command(ctx, name)
+        for param in command.params:
+            longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+            if not longs or param.param_type_name != "option" or longs[0][2:] in NO_ENVVAR:
+                continue
+            assert param.envvar == "SPOOL_" + longs[0][2:].upper().replace("-", "_"), \
+                (name, longs[0])
+    assert main.get_command(ctx, "worker").params[0].envvar == "SPOOL_CAPACITY"
+
+
 def spool_cli_env(spool: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "spool.cli", "--spool", str(spool), *args],
                           capture_output=True, text=True, env=cli_env(**env), timeout=60,
@@ -242,7 +258,8 @@ def test_read_only_commands_work_on_a_broken_config_and_writers_refuse(spool):
     job_id = submit(spool, "noop")
     with open(spool / "spool.toml", "a") as config:
         config.write("\n[jobs.broken\n")
-    for args in (["ls"], ["show", job_id], ["status"], ["logs", job_id], ["fsck"]):
+    for args in (["ls"], ["show", job_id], ["status"], ["logs", job_id], ["fsck"], ["events"],
+                 ["explain", job_id]):
         done = spool_cli(spool, *args)
         assert done.returncode == 0, (args, done.stderr)
         assert done.stderr.count("spool.toml is broken") == 1, (args, done.stderr)
