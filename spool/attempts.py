@@ -81,6 +81,13 @@ class Attempts:
         if refuse is not None:
             self.end(item, body, "failed", now, error=f"cannot start: {refuse}")
             return
+        if item.still_ours() is False:
+            # stalled between the claim and here past the lease, and reaped: starting now
+            # would run the job twice and beyond the host's slots, which no longer count it
+            log.warning("job %s attempt %d was taken before it started: not starting it",
+                        item.job_id, item.attempt)
+            self._let_go(item)
+            return
         if self.clock is not None:
             now = max(now, self.clock())  # the moment this attempt starts, not the pass's
         try:

@@ -46,10 +46,10 @@ class Catalog:
         """The body of the job file at `path` (bounded, never through a symlink)."""
         return decode(read_bounded(path, read_limit(self.config)), str(path))
 
-    def read_with_inode(self, path: Path) -> tuple[dict, int]:
-        """The body and the inode number of the job file at `path`."""
+    def read_with_stat(self, path: Path) -> tuple[dict, os.stat_result]:
+        """The body of the job file at `path` and its stat (from the descriptor read)."""
         data, info = read_with_stat(path, read_limit(self.config))
-        return decode(data, str(path)), info.st_ino
+        return decode(data, str(path)), info
 
     def locate(self, job_id: str) -> Located | None:
         """The state and path of `job_id`, looking twice to cover a move during the scan."""

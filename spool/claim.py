@@ -40,7 +40,8 @@ class JobInfo(NamedTuple):
     after: tuple[str, ...]
     attempts: int
     valid: bool
-    inode: int | None = None  # of the pending file read: tells our claim from another's
+    inode: int | None = None  # of the pending file read, and its mtime: tells our claim
+    mtime_ns: int | None = None  # from another claimer's, which made the mtime fresh
 
 
 @dataclass
@@ -135,14 +136,14 @@ class PendingView:
         if name in self.info:
             return self.info[name]
         try:
-            body, inode = self.store.read_with_inode(self.store.layout.pending / name)
+            body, info = self.store.read_with_stat(self.store.layout.pending / name)
             # a hand-made canonical file may leave slots to its job type, as a drop may
             jtype = self.store.config.job_type(body.get("job") or "")
             default = jtype.slots if jtype else self.store.config.defaults.slots
             after = body.get("after")
             info = JobInfo(_int(body.get("slots"), default),
                            tuple(after) if isinstance(after, list) else (),
-                           _int(body.get("attempts"), 0), True, inode)
+                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns)
         except FileNotFoundError:
             return None
         except (OSError, InvalidInput):
@@ -232,7 +233,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         if info.slots > free:
             continue
         attempt = info.attempts + 1
-        path = store.claim(name, job_id, attempt, host_dir, now, info.inode)
+        path = store.claim(name, job_id, attempt, host_dir, now, info.inode, info.mtime_ns)
         view.remove(name)
         held = hold_processing_file(store, path, attempt, info.valid) if path else None
         if held is None:

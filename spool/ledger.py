@@ -83,6 +83,8 @@ def stop_orphaned_task(entry: dict, boot: str, job_id: str, spool_dir: str) -> N
         pids = [entry["task_pid"]]
     elif entry.get("task_pid") is None:
         pids = unrecorded_tasks(job_id, entry.get("attempt"), spool_dir)
+        if pids:  # recorded now, so its slots stay held until it is really gone
+            entry.update(task_pid=pids[0], task_start=process_start(pids[0]), task_boot=boot)
     else:
         pids = []
     for pid in pids:

@@ -126,17 +126,24 @@ class Store(Catalog):
     # -- claiming, finishing, requeueing -------------------------------------------------
 
     def claim(self, name: str, job_id: str, attempt: int, host_dir: Path,
-              now: datetime, inode: int | None = None) -> Path | None:
+              now: datetime, inode: int | None = None, mtime_ns: int | None = None
+              ) -> Path | None:
         """Rename a pending file into `host_dir` as `ID.N.json` and make its mtime fresh
         (DESIGN §3 rule 8); None when another claimer won. After an ENOENT, an existing
-        destination is this claim that NFS misreported (rule 4) only when it is the file this
-        claimer read (`inode`): the caller, under the host lock, skips jobs that live workers
-        of the host hold, and the inode tells this claim from a dead worker's orphan."""
+        destination is this claim that NFS misreported (rule 4) only when it is still the file
+        this claimer read, untouched (`inode`, `mtime_ns`): the caller, under the host lock,
+        skips jobs that live workers of the host hold, and a dead worker's claim of the same
+        file had made its mtime fresh — that orphan is left to recovery."""
         dest = host_dir / processing_name(job_id, attempt)
         try:
             os.rename(f"{self._pending_dir}/{name}", dest)
         except FileNotFoundError:
-            if not os.path.lexists(dest) or (inode is not None and _inode(dest) != inode):
+            try:
+                found = os.lstat(dest)
+            except FileNotFoundError:
+                return None
+            if (inode is not None and found.st_ino != inode) or \
+                    (mtime_ns is not None and found.st_mtime_ns != mtime_ns):
                 return None
         try:
             os.utime(dest, follow_symlinks=False)

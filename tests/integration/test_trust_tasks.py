@@ -60,10 +60,12 @@ def test_a_task_its_dead_worker_never_recorded_is_stopped(spool_dir):
                                 "task_pid": None, "started_at": "2026-01-01T00:00:00Z"}
     other = fake_task(spool_dir, job_id, 2)  # another attempt's task is left alone
     try:
-        with ledger.locked() as book:
-            assert job_id not in book.running
+        with ledger.locked() as book:  # found, stopped, and its slots held while it dies
+            assert book.running[job_id]["task_pid"] == task.pid
         wait_until(lambda: task.poll() is not None, 10, "the unrecorded task to be stopped")
         assert other.poll() is None
+        with ledger.locked() as book:
+            assert job_id not in book.running
         assert job_id not in json.loads((spool_dir / "hosts" / "h.json").read_text())["running"]
     finally:
         for proc in (task, other):
@@ -121,14 +123,37 @@ def test_a_claim_never_adopts_a_dead_workers_orphan_as_its_own(spool_dir):
     job_id = sp.submit("noop")
     name = sp.store.pending_names()[0]
     path = spool_dir / "pending" / name
-    seen_inode = path.stat().st_ino  # what this claimer read before another worker won
+    old = 1_700_000_000
+    os.utime(path, (old, old))
+    seen = path.stat()  # what this claimer read before another worker of the host won
     host_dir = sp.store.layout.host_processing("h")
     host_dir.mkdir()
     orphan = host_dir / f"{job_id}.1.json"
-    orphan.write_bytes(path.read_bytes())  # the dead worker's claim: another file, by inode
-    path.unlink()
-    assert sp.store.claim(name, job_id, 1, host_dir, datetime.now(UTC), seen_inode) is None
-    os.rename(orphan, path)  # and when NFS misreports our own rename, it is ours
-    os.rename(path, orphan)
-    assert sp.store.claim(name, job_id, 1, host_dir, datetime.now(UTC),
-                          orphan.stat().st_ino) == orphan
+    os.rename(path, orphan)  # the other worker's claim of the very same file ...
+    os.utime(orphan)  # ... made its mtime fresh; then that worker died
+    now = datetime.now(UTC)
+    assert sp.store.claim(name, job_id, 1, host_dir, now, seen.st_ino, seen.st_mtime_ns) is None
+    os.utime(orphan, ns=(seen.st_atime_ns, seen.st_mtime_ns))  # as our own rename leaves it,
+    assert sp.store.claim(name, job_id, 1, host_dir, now,  # which NFS misreported: ours
+                          seen.st_ino, seen.st_mtime_ns) == orphan
+
+
+def test_a_claim_taken_before_its_start_is_never_started(spool_dir):
+    from spool.claim import claim_due
+    from spool.worker import Worker
+
+    sp = Spool(spool_dir, host="h")
+    job_id = sp.submit("noop")
+    worker = Worker(sp, capacity=1)
+    now = datetime.now(UTC)
+    worker.start(now)
+    try:
+        with worker.ledger.locked() as ledger:
+            [item] = claim_due(sp.store, worker.view, ledger, now, worker.pid, 1)
+        # the worker stalls past the lease here; another host's reaper takes the job back
+        os.rename(item.path, spool_dir / "pending" / f"{job_id}.json")
+        worker.attempts.launch(item, now)
+        assert job_id not in worker.running
+        assert not (spool_dir / "logs" / f"{job_id}.log").exists()  # nothing was started
+    finally:
+        worker.shutdown(datetime.now(UTC))
