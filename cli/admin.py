@@ -14,6 +14,7 @@ from spool.cli.common import LEVEL_COLOURS, coloured, emit_json, use_colour
 from spool.api import Spool
 from spool.config import load_config
 from spool.errors import InvalidInput, SpoolError
+from spool.execution import placeholders
 from spool.job import normalize
 from spool.jsonvalues import load_json
 from spool.sample import SAMPLE_CONFIG
@@ -81,6 +82,10 @@ def validate(sp: Spool, file: Path | None) -> None:
         config = load_config(path)
         click.echo(f"{path}: OK ({len(config.jobs)} job types, "
                    f"{len(config.schedules)} schedules)")
+        for name, jtype in sorted(config.jobs.items()):
+            if jtype.command:
+                wanted = ", ".join(placeholders(jtype.command)) or "none"
+                click.echo(f"  {name}: argv placeholders: {wanted}")
         return
     try:
         data = file.read_bytes()

@@ -73,7 +73,8 @@ def _clip(text: str | bytes | None, width: int = 60) -> str:
               help="Set one argument: K=V (a string) or K:=JSON. Repeatable.")
 @click.option("--priority", type=int, help="0 (first) to 9 (last); default from the job type.")
 @click.option("--delay", type=DURATION, help="Run no sooner than this from now (e.g. 15m).")
-@click.option("--at", help="Run no sooner than this RFC 3339 time.")
+@click.option("--at", help="Run no sooner than this time: RFC 3339, or without an offset this "
+              "host's local time, like at(1) (e.g. \"2026-12-03 09:00\").")
 @click.option("--id", "job_id", help="Your own id (must not exist yet).")
 @click.option("--unique", help="Refuse (exit 4) while a job with this key is pending or running.")
 @click.option("--after", multiple=True, metavar="ID",

@@ -28,7 +28,7 @@ def since_time(value: str, now: datetime) -> datetime:
     except (InvalidInput, OverflowError):
         pass
     try:
-        return parse_time(value, "--since")
+        return parse_time(value, "--since", local_naive=True)
     except InvalidInput:
         raise InvalidInput(f"--since {value!r} is neither a time (RFC 3339) nor a duration "
                            "(90s, 15m, 2h, 1d)") from None

@@ -13,6 +13,7 @@ from typing import Any
 
 from spool.config import Config, load_config
 from spool.errors import ConfigError, Conflict, InvalidInput, JobNotFound, WaitTimeout
+from spool.explain import explain, require_dependencies
 from spool.job import Job, normalize
 from spool.layout import (
     STATES,
@@ -139,7 +140,7 @@ class Spool:
                 raise InvalidInput(f"delay {delay!r} from {format_time(now)} is past the year "
                                    "9999") from None
         elif at is not None:
-            run_at = parse_time(at, "at")
+            run_at = parse_time(at, "at", local_naive=True)
         raw: dict[str, Any] = {"job": job, "args": {} if args is None else args,
                                "run_at": run_at, "created_at": now,
                                "after": [validate_id(dep, "after") for dep in after]}
@@ -156,16 +157,24 @@ class Spool:
     def submit(self, job: str, args: Any = None, **options: Any) -> str:
         """Enqueue one job; returns its id. Conflict when `id` or `unique` is taken."""
         body = self.build(job, args, **options)
+        require_dependencies(self.store, body["after"])
         return self.store.submit(body, self.clock(), exclusive_id=options.get("id") is not None)
 
     def submit_many(self, jobs: Iterable[dict]) -> list[str]:
         """Enqueue many jobs (each a dict of `submit`'s arguments) with one directory fsync."""
         specs = list(jobs)
         bodies = [self.build(**spec) for spec in specs]
+        batch = [body["id"] for body in bodies]
+        for body in bodies:
+            require_dependencies(self.store, body["after"], also=batch)
         chosen = any(spec.get("id") is not None for spec in specs)
         return self.store.submit_many(bodies, self.clock(), exclusive_id=chosen)
 
     # -- inspect -------------------------------------------------------------------------
+
+    def explain(self, job_id: str) -> dict:
+        """Why the job is where it is: every gate of a waiting job, or how it runs or ended."""
+        return explain(self, validate_id(job_id))
 
     def get(self, job_id: str) -> Job:
         """The job in whatever state it is; JobNotFound when there is none."""

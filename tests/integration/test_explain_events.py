@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -148,8 +147,6 @@ def test_require_dependencies(spool_dir):
         require_dependencies(sp.store, [known, "nosuchid"])
 
 
-@pytest.mark.skipif("require_dependencies" not in inspect.getsource(Spool),
-                    reason="spool/api.py does not call explain.require_dependencies yet")
 def test_submit_rejects_an_unknown_dependency(spool_dir):
     out = spool_cli(spool_dir, "submit", "noop", "--after", "nosuchid")
     assert out.returncode == 3 and "nosuchid" in out.stderr
