@@ -10,7 +10,6 @@ import click
 from spool.api import Spool
 from spool.cli import main
 from spool.cli.common import emit_json
-from spool.config import Config
 from spool.errors import ConfigError
 from spool.fsck import Report, fsck as check_spool
 from spool.fsck_base import shown
@@ -18,18 +17,14 @@ from spool.store import Store
 
 
 def open_store(sp: Spool, repair: bool) -> Store:
-    """The spool's store; a broken spool.toml is refused for a repair (it writes), and read
-    with default settings for a check (said once on stderr)."""
+    """The spool's store. fsck is a read-only command: with a broken spool.toml it checks with
+    default settings (the Spool says so once); a repair writes, so it is refused then."""
     sp.layout.require()
-    try:
-        return sp.store
-    except ConfigError as error:
-        if repair:
-            raise ConfigError(f"{error} (fix spool.toml before `fsck --repair`; "
-                              "`fsck` alone checks with default settings)") from None
-        click.echo(f"Warning: spool.toml is broken, checking with default settings: {error}",
-                   err=True)
-        return Store(sp.layout.root, Config(path=sp.layout.config_path), sp.host)
+    store = sp.store
+    if repair and sp.config_error is not None:
+        raise ConfigError(f"{sp.config_error} (fix spool.toml before `fsck --repair`; "
+                          "`fsck` alone checks with default settings)")
+    return store
 
 
 def format_report(report: Report, repair: bool) -> str:
