@@ -72,7 +72,7 @@ class Cron:
                 log.error("schedule %s: %s (will retry)", name, exc)
         replace_file(self.state_path, json.dumps(self.checked).encode(),
                      self.store.layout.tmp, self.spool.config.defaults.durable,
-                     host=self.spool.host, mode=0o644)  # this host alone writes it
+                     host=self.spool.host, mode=self.store.mode)
         return enqueued
 
     def _last(self, sched: Schedule, now: datetime) -> datetime:

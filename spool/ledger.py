@@ -199,7 +199,7 @@ class HostLedger:
             after = ledger.to_dict()
             if after != before or self.rewrite:
                 replace_file(self.path, json.dumps(after, separators=(",", ":")).encode(),
-                             self.layout.tmp, self.durable, host=self.host, mode=0o644)
+                             self.layout.tmp, self.durable, host=self.host, mode=self.mode)
 
     def touch(self) -> None:
         """Refresh the ledger's mtime: the host heartbeat that `status` shows."""

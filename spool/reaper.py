@@ -81,7 +81,7 @@ class Reaper:
         state["boot"] = self.boot
         replace_file(self.obs_path, json.dumps(state).encode(), self.store.layout.tmp,
                      self.spool.config.defaults.durable, host=self.spool.host,
-                     mode=0o644)  # only this host writes it: no group write
+                     mode=self.store.mode)
 
     def reap_stale(self, now: datetime, state: dict) -> list[str]:
         """Reap processing files whose heartbeat stopped; updates `state["files"]`."""
