@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -158,8 +159,8 @@ def _create_and_rename(sp: Spool) -> list[Finding]:
 
 
 def _lock(sp: Spool) -> list[Finding]:
-    probe = sp.layout.hosts / f".doctor.{os.getpid()}.lock"
-    fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o644)
+    probe = sp.layout.hosts / f".doctor.{os.getpid()}.{secrets.token_hex(4)}.lock"
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         code = ("import fcntl,os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\n"
