@@ -157,16 +157,18 @@ class Spool:
     def submit(self, job: str, args: Any = None, **options: Any) -> str:
         """Enqueue one job; returns its id. Conflict when `id` or `unique` is taken."""
         body = self.build(job, args, **options)
-        require_dependencies(self.store, body["after"])
+        if body["after"]:
+            require_dependencies(self.store, body["after"])
         return self.store.submit(body, self.clock(), exclusive_id=options.get("id") is not None)
 
     def submit_many(self, jobs: Iterable[dict]) -> list[str]:
         """Enqueue many jobs (each a dict of `submit`'s arguments) with one directory fsync."""
         specs = list(jobs)
         bodies = [self.build(**spec) for spec in specs]
-        batch = [body["id"] for body in bodies]
+        batch = {body["id"] for body in bodies}
         for body in bodies:
-            require_dependencies(self.store, body["after"], also=batch)
+            if body["after"]:
+                require_dependencies(self.store, body["after"], also=batch)
         chosen = any(spec.get("id") is not None for spec in specs)
         return self.store.submit_many(bodies, self.clock(), exclusive_id=chosen)
 

@@ -45,7 +45,8 @@ def create_private(path: str | Path, data: bytes, durable: bool, mode: int = 0o6
         raise
     try:
         try:
-            os.fchmod(fd, mode)
+            if mode & 0o020:  # a group spool: the caller's umask must not narrow the mode
+                os.fchmod(fd, mode)
             _write_all(fd, data)
             if durable:
                 os.fsync(fd)
@@ -92,7 +93,7 @@ def open_append(path: Path | str, mode: int = 0o644) -> int:
             discard(path)
             fd = os.open(path, flags | os.O_EXCL, mode)
             info = os.fstat(fd)
-        if info.st_size == 0:
+        if info.st_size == 0 and mode & 0o020:
             os.fchmod(fd, mode)
         os.set_blocking(fd, True)
     except BaseException:
