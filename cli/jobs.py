@@ -18,10 +18,11 @@ from spool.cli.common import (
     table,
     use_colour,
 )
-from spool.cli.listing import HEADER, ago, line, select, since_time
+from spool.cli.listing import HEADER, ago, line, select
 from spool.cli.logview import LogReader
 
 from spool.api import Spool
+from spool.events import parse_since
 from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
 from spool.job import Job
 from spool.jsonvalues import load_json, printable
@@ -135,7 +136,7 @@ def ls(sp: Spool, state: str, job_type: str | None, outcome: str | None, host: s
       spool ls --since 1h --outcome failed
     """
     now = sp.clock()
-    cutoff = None if since is None else since_time(since, now)
+    cutoff = None if since is None else parse_since(since, now)
     plain = outcome is None and host is None and cutoff is None and not newest
     found = sp.list_with_bodies(state, job=job_type,
                                 limit=limit if plain and state in ("pending", "processing")

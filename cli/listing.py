@@ -7,31 +7,17 @@ for running jobs, of their host's ledger; nothing is written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from spool.api import Spool
 from spool.claim import dependency_state
-from spool.errors import InvalidInput
 from spool.job import Job
 from spool.jsonvalues import printable
-from spool.timeutil import parse_duration, parse_time
+from spool.timeutil import parse_time
 
 HEADER = ["ID", "STATE", "JOB", "ATTEMPT", "HOST", "AGE", "OUTCOME", "INFO"]
 INFO_WIDTH = 60
 FINISHED = ("done", "dead")
-
-
-def since_time(value: str, now: datetime) -> datetime:
-    """`--since`: an RFC 3339 time, or a duration back from now (`15m`, `2h`, `1d`)."""
-    try:
-        return now - timedelta(seconds=parse_duration(value, "--since"))
-    except (InvalidInput, OverflowError):
-        pass
-    try:
-        return parse_time(value, "--since", local_naive=True)
-    except InvalidInput:
-        raise InvalidInput(f"--since {value!r} is neither a time (RFC 3339) nor a duration "
-                           "(90s, 15m, 2h, 1d)") from None
 
 
 def ago(seconds: float | None) -> str:

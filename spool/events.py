@@ -43,7 +43,7 @@ def parse_since(value: str, now: datetime) -> datetime:
     try:
         return parse_time(value, "--since", local_naive=True)
     except InvalidInput:
-        raise InvalidInput(f"--since: {value!r} is neither a duration (90s, 15m, 2h, 1d) nor "
+        raise InvalidInput(f"--since {value!r} is neither a duration (90s, 15m, 2h, 1d) nor "
                            "a time (2026-12-03T09:00:00Z, or local: 2026-12-03 09:00)") from None
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from conftest import make_spool, spool_cli, start_cli, state_files, wait_until
+from spool.ledger import pid_alive
 
 # Every task appends a start line, does its work, appends an end line; $1 is the job's tag.
 _RECORD = ('r="$RUNS/$RUN_HOST.log"; '
@@ -248,20 +249,10 @@ class Cluster:
         left = []
         for name in os.listdir(self.roots[host] / "tmp"):
             parts = name.split(",")
-            if len(parts) >= 3 and parts[2].isdigit() and _alive(int(parts[2])):
+            if len(parts) >= 3 and parts[2].isdigit() and pid_alive(int(parts[2])):
                 continue
             left.append(name)
         return left
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cmdline_has(pid: int, text: str) -> bool:
