@@ -150,7 +150,10 @@ def test_a_worker_whose_settling_hits_a_full_disk_keeps_its_jobs_then_settles_ea
     worker = daemons.start(spool, "worker", "--capacity", "4", host="test", log=log)
     try:
         wait_until(lambda: sorted(state_files(spool)["processing"]) == sorted(ids), 30,
-                   "three running jobs")
+                   "three claimed jobs")
+        # a claimed job starts only once its log is open, which needs an inode of its own
+        wait_until(lambda: len(lines_with(read_log(log), "attempt 1 pid")) == 3, 30,
+                   "three started tasks")
         filler.fill()
         marker.touch()  # the tasks end now; their outcome cannot be written
         wait_until(lambda: ENOSPC_TEXT in read_log(log) or worker.poll() is not None, 30,
@@ -190,7 +193,8 @@ def test_a_worker_whose_settling_hits_a_full_disk_keeps_its_jobs_then_settles_ea
     for job_id in ids:
         assert files[state].count(job_id) == 1 and everywhere(spool, job_id) == [state], files
         record = json.loads((spool / state / f"{job_id}.json").read_bytes())
-        assert record["outcome"] == outcomes[-1] and record["attempts"] == len(outcomes), record
+        assert record["outcome"] == outcomes[-1] and record["attempts"] == len(outcomes), (
+            json.dumps(record, indent=1) + "\n" + read_log(log))
         assert [h["outcome"] for h in record["history"]] == outcomes, record["history"]
     assert not job_files_parse(spool)
     assert worker.poll() is None, read_log(log)
