@@ -278,6 +278,49 @@ class Spool:
                 continue
         return done
 
+    def hold(self, job_id: str) -> None:
+        """Move a pending job to held/ (workers never look there); Conflict if not pending."""
+        from spool.flow import hold
+
+        hold(self.store, validate_id(job_id), self.clock())
+
+    def release(self, job_id: str) -> None:
+        """Put a held job back into pending/ with its priority and due time; Conflict if not
+        held."""
+        from spool.flow import release
+
+        release(self.store, validate_id(job_id), self.clock())
+
+    def pause(self, jobs: Iterable[str] = (), *, hosts: Iterable[str] = (),
+              schedules: Iterable[str] = (), all: bool = False) -> dict[str, bool]:
+        """Stop claiming jobs of these types (on these hosts, or at all) and firing these
+        schedules; marker -> whether this call paused it (False: it was paused already)."""
+        from spool.pause import markers_for, pause
+
+        markers = markers_for(self.config, tuple(jobs), tuple(hosts), tuple(schedules), all)
+        return pause(self.store, markers, self.clock())
+
+    def resume(self, jobs: Iterable[str] = (), *, hosts: Iterable[str] = (),
+               schedules: Iterable[str] = (), all: bool = False) -> dict[str, bool]:
+        """Undo `pause`; marker -> whether this call resumed it (False: it was not paused)."""
+        from spool.pause import markers_for, resume
+
+        markers = markers_for(self.config, tuple(jobs), tuple(hosts), tuple(schedules), all)
+        return resume(self.store, markers, self.clock())
+
+    def paused(self) -> list[str]:
+        """The pause markers in force (`job.NAME`, `host.NAME`, `schedule.NAME`, `all`)."""
+        from spool.pause import read_pauses
+
+        return sorted(read_pauses(self.store).markers)
+
+    def fire(self, schedule: str, force: bool = False) -> str:
+        """Enqueue one fire of a schedule now (`SCHEDULE@manual.STAMP`); its id.
+        ScheduleNotFound, or Conflict when paused or a fire is still active (unless force)."""
+        from spool.flow import fire
+
+        return fire(self, schedule, force)
+
     def purge(self, state: str, older_than: float | timedelta | str | None = None,
               *, dry_run: bool = False) -> list[str]:
         """Delete finished jobs of `state` (done, dead or all) older than `older_than`."""

@@ -42,6 +42,7 @@ class JobInfo(NamedTuple):
     valid: bool
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
     mtime_ns: int | None = None  # from another claimer's, which made the mtime fresh
+    job: str = ""  # the job type, for pauses
 
 
 @dataclass
@@ -143,7 +144,8 @@ class PendingView:
             after = body.get("after")
             info = JobInfo(_int(body.get("slots"), default),
                            tuple(after) if isinstance(after, list) else (),
-                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns)
+                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns,
+                           str(body.get("job") or ""))
         except FileNotFoundError:
             return None
         except (OSError, InvalidInput):
@@ -204,8 +206,10 @@ def end_unrunnable(store: Store, name: str, reason: str, now: datetime) -> bool:
 
 
 def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
-              worker_pid: int, limit: int) -> list[Claimed]:
-    """Claim due jobs that fit the free slots, in order; call under the host lock."""
+              worker_pid: int, limit: int,
+              paused: frozenset[str] = frozenset()) -> list[Claimed]:
+    """Claim due jobs that fit the free slots, in order; call under the host lock. Jobs of
+    the `paused` types stay pending (the caller read the pauses once for this pass)."""
     claimed: list[Claimed] = []
     host_dir = store.layout.host_processing(store.host)
     free = ledger.free
@@ -224,6 +228,8 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             continue
         if info.slots > ledger.capacity:
             ledger.unfit[job_id] = info.slots
+            continue
+        if info.job in paused:
             continue
         if info.after and not dependencies_met(store, info.after):
             reason = never_runs(store, info.after)
