@@ -24,6 +24,7 @@ STATES = ("pending", "held", "processing", "done", "dead")
 TERMINAL_STATES = ("done", "dead")
 SUBDIRS = ("tmp", "pending", "processing", "done", "dead", "hosts", "logs", "cancel",
            "unique", "cron", "events", "held", "paused")
+OPTIONAL_DIRS = ("held", "paused")  # made on first use too: spools made before them lack them
 CONFIG_NAME = "spool.toml"
 DAEMON_ONLY_DIRS = ("processing", "hosts", "events")
 
