@@ -352,3 +352,28 @@ def test_store_moves_and_cli_verbs_agree():
     assert MOVES["hold"] == ("pending", "held") and MOVES["release"] == ("held", "pending")
     assert {"hold", "release", "pause", "resume", "fire"} <= set(main.commands)
     assert pending_name(5, datetime(2026, 1, 1, tzinfo=UTC), "x").startswith("5-")
+
+
+def test_a_spool_made_before_held_and_paused_works_and_doctor_passes(spool_dir):
+    for sub in ("held", "paused"):
+        (spool_dir / sub).rmdir()
+    sp = Spool(spool_dir, host="a")
+    job_id = sp.submit("noop")
+    assert sp.paused() == [] and sp.status()["held"] == 0
+    layout = [ln for ln in spool_cli(spool_dir, "doctor").stdout.splitlines() if "layout" in ln]
+    assert layout and all(ln.startswith("OK") for ln in layout)
+    assert start_cli(spool_dir, "worker", "--burst", host="a").wait(60) == 0
+    assert state_of(spool_dir, job_id) == "done"
+    second = sp.submit("noop")
+    assert spool_cli(spool_dir, "hold", second).returncode == 0
+    assert spool_cli(spool_dir, "pause", "noop").returncode == 0
+    assert (spool_dir / "held" / f"{second}.json").exists()
+    assert (spool_dir / "paused" / "job.noop").exists()
+
+
+def test_a_planted_link_in_paused_is_refused_not_followed(spool_dir, tmp_path):
+    outside = tmp_path / "outside"
+    os.symlink(outside, spool_dir / "paused" / "job.noop")
+    result = spool_cli(spool_dir, "pause", "noop")
+    assert result.returncode == 1 and "job.noop" in result.stderr.splitlines()[-1]
+    assert not outside.exists()
