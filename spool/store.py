@@ -269,15 +269,7 @@ class Store(Catalog):
         then drop the hold."""
         staged = staged or self._stage(body)
         dest = self.layout.pending / self._pending_name(body)
-        try:
-            if not os.path.lexists(hold):  # another host's recovery took it while we stalled
-                raise OwnershipLost(f"{hold} was taken by another process")
-            os.rename(staged, dest)
-        except BaseException:
-            discard(staged)
-            raise
-        self._sync(dest.parent)
-        discard(hold)
+        self._move_staged(hold, staged, dest)
         self.journal.record(now, verb, body["id"], host=self.host, due=body["run_at"],
                             outcome=(body.get("history") or [{}])[-1].get("outcome"))
         return dest
@@ -331,19 +323,25 @@ class Store(Catalog):
         A copy already in held/ is never replaced: the hold goes back to pending/."""
         staged = staged or self._stage(body)
         dest = self.layout.held / f"{body['id']}.json"
+        if os.path.lexists(dest):
+            discard(staged)
+            os.rename(hold, self.layout.pending / self._pending_name(body))
+            raise OwnershipLost(f"{dest} already exists: the job stays pending")
+        self._move_staged(hold, staged, dest)
+        return dest
+
+    def _move_staged(self, hold: Path, staged: str, dest: Path) -> None:
+        """The move of *stage, then move*: the staged body becomes `dest` while the hold is
+        still ours, then the hold goes."""
         try:
             if not os.path.lexists(hold):  # another host's recovery took it while we stalled
                 raise OwnershipLost(f"{hold} was taken by another process")
-            if os.path.lexists(dest):
-                os.rename(hold, self.layout.pending / self._pending_name(body))
-                raise OwnershipLost(f"{dest} already exists: the job stays pending")
             os.rename(staged, dest)
         except BaseException:
             discard(staged)
             raise
         self._sync(dest.parent)
         discard(hold)
-        return dest
 
     def release_held(self, body: dict, now: datetime) -> Path:
         """Stage then move: a held job returns to pending/ under its canonical name, with its
