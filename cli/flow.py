@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from spool.cli import main
-from spool.cli.jobs import _each
 
 from spool.api import Spool
+from spool.cli import main
+from spool.cli.jobs import _each
 
 
 @main.command()

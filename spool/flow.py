@@ -10,6 +10,7 @@ schedule's `overlap` and pause unless forced. The moves themselves are the store
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from spool.errors import Conflict, ScheduleNotFound
 from spool.job import Job
@@ -17,6 +18,9 @@ from spool.layout import parse_pending_name
 from spool.pause import read_pauses
 from spool.store import OwnershipLost, Store
 from spool.timeutil import format_time, parse_due
+
+if TYPE_CHECKING:
+    from spool.api import Spool
 
 MOVE_TRIES = 5
 
@@ -67,7 +71,7 @@ def manual_id(schedule: str, now: datetime) -> str:
     return f"{schedule}@manual.{now.strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def fire(spool, schedule: str, force: bool = False) -> str:  # spool: spool.api.Spool
+def fire(spool: Spool, schedule: str, force: bool = False) -> str:
     """Enqueue one fire of `schedule` now; its id. ScheduleNotFound for an undeclared
     schedule; Conflict when the schedule is paused or (overlap "skip") a fire of it is still
     pending or running, unless `force`."""

@@ -10,6 +10,7 @@ are not a marker spool makes (a planted name, an editor's file) are ignored, not
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -90,7 +91,7 @@ def markers_for(config: Config, jobs: tuple[str, ...] = (), hosts: tuple[str, ..
     return list(dict.fromkeys(markers))
 
 
-def _known(declared: dict) -> str:
+def _known(declared: Mapping[str, object]) -> str:
     return "declared: " + ", ".join(sorted(declared)) if declared else "none are declared"
 
 

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIG, make_spool, read_job, spool_cli, start_cli, state_files, wait_until
+
 from spool import Spool
 from spool.cli import main
 from spool.cron import Cron
