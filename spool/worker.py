@@ -64,7 +64,7 @@ class Worker:
         self.companions = companions or []
         self.watcher: Watcher | None = None
         self.hints: dict[tuple[str, object], object] = {}  # started_at of pruned entries
-        self.paused_seen = False  # the last claim pass found pause markers
+        self.paused_seen = False  # the last claim pass found this host or job types paused
 
     @property
     def running(self) -> dict[str, Running]:
@@ -210,7 +210,7 @@ class Worker:
         """Claim what fits under the host lock, then start each claimed attempt."""
         usable = self.view.names and not self.attempts.unsettled and self.host_dir_ok()
         pauses = read_pauses(self.store) if usable else Pauses()  # one listing per pass
-        self.paused_seen = bool(pauses.markers)
+        self.paused_seen = pauses.host(self.spool.host) or bool(pauses.names("job"))
         usable = usable and not pauses.host(self.spool.host)
         claimed: list[Claimed] = []
         try:
