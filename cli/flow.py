@@ -63,7 +63,7 @@ def pause(sp: Spool, jobs: tuple[str, ...], hosts: tuple[str, ...],
       spool pause send_email
       spool pause --host node3 --schedule nightly
     """
-    _report(sp.pause(jobs, hosts=hosts, schedules=schedules, all=every),
+    _report(sp.pause(jobs, host=hosts, schedule=schedules, all=every),
             "paused", "was paused already")
 
 
@@ -75,7 +75,7 @@ def resume(sp: Spool, jobs: tuple[str, ...], hosts: tuple[str, ...],
     """Undo `pause` for these JOB types, hosts (--host), schedules (--schedule) or --all.
     A schedule's fires that fell in the pause are not caught up. Resuming what is not paused
     is no error."""
-    _report(sp.resume(jobs, hosts=hosts, schedules=schedules, all=every),
+    _report(sp.resume(jobs, host=hosts, schedule=schedules, all=every),
             "resumed", "was not paused")
 
 

@@ -49,6 +49,14 @@ def unreadable_body(state: str, path: Path, exc: Exception) -> dict:
     return {"id": job_id, "unreadable": True, "error": f"cannot read {path}: {problem}"}
 
 
+def _names(values: Iterable[str | Iterable[str]]) -> tuple[str, ...]:
+    """Names given one by one or as lists, flattened: `pause("a", ["b", "c"])`."""
+    flat: list[str] = []
+    for value in values:
+        flat.extend([value] if isinstance(value, str) else value)
+    return tuple(flat)
+
+
 def _warn_stderr(message: str) -> None:
     print(f"Warning: {message}", file=sys.stderr)
 
@@ -291,21 +299,24 @@ class Spool:
 
         release(self.store, validate_id(job_id), self.clock())
 
-    def pause(self, jobs: Iterable[str] = (), *, hosts: Iterable[str] = (),
-              schedules: Iterable[str] = (), all: bool = False) -> dict[str, bool]:
-        """Stop claiming jobs of these types (on these hosts, or at all) and firing these
-        schedules; marker -> whether this call paused it (False: it was paused already)."""
+    def pause(self, *jobs: str | Iterable[str], host: str | Iterable[str] = (),
+              schedule: str | Iterable[str] = (), all: bool = False) -> dict[str, bool]:
+        """Stop claiming jobs of these types (anywhere), anything on `host`, or anything at
+        all, and stop firing `schedule`; each takes one name or several. Returns marker ->
+        whether this call paused it (False: it was paused already)."""
         from spool.pause import markers_for, pause
 
-        markers = markers_for(self.config, tuple(jobs), tuple(hosts), tuple(schedules), all)
+        markers = markers_for(self.config, _names(jobs), _names([host]), _names([schedule]),
+                              all)
         return pause(self.store, markers, self.clock())
 
-    def resume(self, jobs: Iterable[str] = (), *, hosts: Iterable[str] = (),
-               schedules: Iterable[str] = (), all: bool = False) -> dict[str, bool]:
+    def resume(self, *jobs: str | Iterable[str], host: str | Iterable[str] = (),
+               schedule: str | Iterable[str] = (), all: bool = False) -> dict[str, bool]:
         """Undo `pause`; marker -> whether this call resumed it (False: it was not paused)."""
         from spool.pause import markers_for, resume
 
-        markers = markers_for(self.config, tuple(jobs), tuple(hosts), tuple(schedules), all)
+        markers = markers_for(self.config, _names(jobs), _names([host]), _names([schedule]),
+                              all)
         return resume(self.store, markers, self.clock())
 
     def paused(self) -> list[str]:

@@ -153,7 +153,7 @@ def test_a_paused_schedule_skips_its_fires_and_does_not_catch_them_up(spool_dir,
     cron = Cron(sp)
     cron.step(t0)
     assert cron.step(t0 + timedelta(seconds=1)) == ["tick@20260101T000001Z"]
-    sp.pause(schedules=["tick"])
+    sp.pause(schedule="tick")
     with caplog.at_level("INFO", logger="spool.cron"):
         assert cron.step(t0 + timedelta(seconds=3)) == []
     assert "tick@20260101T000003Z (fire time 2026-01-01T00:00:03Z)" in caplog.text
@@ -163,7 +163,7 @@ def test_a_paused_schedule_skips_its_fires_and_does_not_catch_them_up(spool_dir,
     late = Cron(Spool(spool_dir, host="b", clock=lambda: t0))  # a daemon lagging behind
     late.checked["tick"] = "2026-01-01T00:00:02Z"
     assert late.step(t0 + timedelta(seconds=3)) == []  # the skip holds for every daemon
-    sp.resume(schedules=["tick"])
+    sp.resume(schedule=["tick"])
     assert cron.step(t0 + timedelta(seconds=5)) == ["tick@20260101T000005Z"]  # no catch-up
     assert sorted(state_files(spool_dir)["pending"]) == ["tick@20260101T000001Z",
                                                         "tick@20260101T000005Z"]
@@ -377,3 +377,16 @@ def test_a_planted_link_in_paused_is_refused_not_followed(spool_dir, tmp_path):
     result = spool_cli(spool_dir, "pause", "noop")
     assert result.returncode == 1 and "job.noop" in result.stderr.splitlines()[-1]
     assert not outside.exists()
+
+
+def test_api_pause_takes_one_name_or_several(spool_dir):
+    sp = Spool(spool_dir, host="a")
+    assert sp.pause("noop", ["echo"], host="b", schedule=["tick", "slow"]) == {
+        "job.noop": True, "job.echo": True, "host.b": True, "schedule.tick": True,
+        "schedule.slow": True}
+    assert sp.pause("noop") == {"job.noop": False}
+    assert sp.paused() == ["host.b", "job.echo", "job.noop", "schedule.slow", "schedule.tick"]
+    assert sp.resume("noop", "echo", host=["b"], schedule="tick", all=True) == {
+        "job.noop": True, "job.echo": True, "host.b": True, "schedule.tick": True,
+        "all": False}
+    assert sp.paused() == ["schedule.slow"]
