@@ -112,6 +112,8 @@ def format_status(doc: dict) -> str:
         lines.append(f"held       {doc['held']} (spool ls held; spool release ID)")
     if doc.get("paused"):
         lines.append("paused     " + ", ".join(doc["paused"]) + " (spool resume ...)")
+    paused = set(doc.get("paused") or ())
     for s in doc["schedules"]:
-        lines.append(f"schedule   {s['name']:<16} next {s['next_fire'] or 'after its upstream'}")
+        lines.append(f"schedule   {s['name']:<16} next {s['next_fire'] or 'after its upstream'}"
+                     + (" (paused)" if {"all", f"schedule.{s['name']}"} & paused else ""))
     return "\n".join(lines)

@@ -341,6 +341,9 @@ def test_fire_enqueues_a_manual_fire_under_overlap(spool_dir):
 
 def test_fire_of_a_paused_schedule_needs_force(spool_dir):
     spool_cli(spool_dir, "pause", "--schedule", "tick")
+    shown = spool_cli(spool_dir, "status").stdout.splitlines()
+    assert any(ln.startswith("schedule   tick") and ln.endswith("(paused)") for ln in shown)
+    assert not any(ln.startswith("schedule   slow") and "paused" in ln for ln in shown)
     refused = spool_cli(spool_dir, "fire", "tick")
     assert refused.returncode == 4 and "paused" in refused.stderr.splitlines()[-1]
     assert state_files(spool_dir)["pending"] == []
