@@ -393,3 +393,28 @@ def test_api_pause_takes_one_name_or_several(spool_dir):
         "job.noop": True, "job.echo": True, "host.b": True, "schedule.tick": True,
         "all": False}
     assert sp.paused() == ["schedule.slow"]
+
+
+def test_hold_racing_two_workers_loses_or_wins_each_job_cleanly(spool_dir):
+    """`spool hold` of every job while workers on two hosts claim them: each job is either
+    held (never run) or ran, exactly once, and is in exactly one place."""
+    sp = Spool(spool_dir, host="cli")
+    ids = sp.submit_many([{"job": "noop"} for _ in range(60)])
+    workers = [start_cli(spool_dir, "worker", "--capacity", "2", host=h) for h in ("a", "b")]
+    try:
+        result = spool_cli(spool_dir, "hold", *ids)
+        assert result.returncode in (0, 4)
+        held = {n[:-5] for n in os.listdir(spool_dir / "held")}
+        conflicts = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
+        assert len(held) + len(conflicts) == len(ids)
+        assert all("not pending" in ln or "kept moving" in ln for ln in conflicts)
+        wait_until(lambda: len(state_files(spool_dir)["done"]) == len(ids) - len(held), 60,
+                   "every job that was not held to run")
+        assert spool_cli(spool_dir, "release", *sorted(held)).returncode == 0
+        wait_until(lambda: len(state_files(spool_dir)["done"]) == len(ids), 60, "the rest")
+    finally:
+        stop(*workers)
+    for job_id in ids:
+        body = read_job(spool_dir, "done", job_id)
+        assert body["outcome"] == "completed" and len(body["history"]) == 1
+    assert os.listdir(spool_dir / "held") == [] and state_files(spool_dir)["pending"] == []
