@@ -67,12 +67,18 @@ def measure(name: str, base: Path, size: dict[str, int], no_peers: bool) -> list
 
 
 def table(found: list[Row]) -> str:
-    lines = ["| workload | contender | figure | ratio | ratio to |", "|---|---|---:|---:|---|"]
+    """Markdown: each figure, its ratio to the workload's reference (same rounds) and, for a
+    peer or floor, the best spool contender's speed over its own (above 1: spool is faster)."""
+    lines = ["| workload | contender | figure | ratio | to | best spool ÷ this |",
+             "|---|---|---:|---:|---|---:|"]
     for row in found:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         figure = f"{row.figure:,.1f} ms" if row.unit == "ms" else f"{row.figure:,.0f}/s"
         reference = "itself" if row.reference == row.name else row.reference
-        lines.append(f"| {row.workload} | {row.name} | {figure} | {ratio} | {reference} |")
+        versus = row.extra.get("spool_over_this")
+        versus = f"{versus:.2f}x" if versus is not None else ""
+        lines.append(f"| {row.workload} | {row.name} | {figure} | {ratio} | {reference} "
+                     f"| {versus} |")
     return "\n".join(lines)
 
 
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             "filesystem": filesystem(base.parent), "sizes": size,
             "rows": [{"workload": r.workload, "name": r.name, "unit": r.unit,
                       "figure": r.figure, "samples": r.samples, "ratio": r.ratio,
-                      "reference": r.reference, "note": r.note} for r in found]}, indent=2))
+                      "reference": r.reference, "note": r.note, **r.extra}
+                     for r in found]}, indent=2))
     return 0
 
 

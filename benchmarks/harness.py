@@ -57,33 +57,50 @@ class Row:
 
 
 def interleave(contenders: list[Contender], rounds: int) -> dict[str, list[float | None]]:
-    """Each contender once per round, in turn; a round's failures are kept as None."""
+    """Each contender once per round, in turn; a round that fails is said and kept as None."""
     samples: dict[str, list[float | None]] = {c.name: [] for c in contenders}
     for _ in range(rounds):
         for contender in contenders:
-            samples[contender.name].append(contender.run())
+            try:
+                figure = contender.run()
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+                print(f"  {contender.name} failed: {exc}", file=sys.stderr)
+                figure = None
+            samples[contender.name].append(figure)
     return samples
 
 
-def rows(workload: str, unit: str, contenders: list[Contender], rounds: int, reference: str,
-         higher_is_better: bool = True) -> list[Row]:
-    """Run `contenders` interleaved; every row's ratio is to `reference`, round by round
-    (for a time, reference/figure, so that above 1 always means faster than the reference)."""
+def rows(workload: str, unit: str, contenders: list[Contender], rounds: int,
+         reference: str) -> list[Row]:
+    """Run `contenders` interleaved. Each row's ratio is its figure over `reference`'s, round by
+    round; a row that is not spool's also gets `spool_over_this`: the best spool contender's
+    figure over its own, round by round (above 1: spool is faster)."""
     samples = interleave(contenders, rounds)
-    ref = samples.get(reference, [])
+    spools = [c.name for c in contenders if c.name.startswith("spool") and _good(samples[c.name])]
+    best = max(spools, key=lambda name: statistics.median(_good(samples[name])), default=None)
     out = []
     for contender in contenders:
         mine = samples[contender.name]
-        pairs = [(m, r) for m, r in zip(mine, ref) if m is not None and r is not None]
-        ratios = [(m / r if higher_is_better else r / m) for m, r in pairs if m and r]
-        good = [m for m in mine if m is not None]
-        if not good:
+        if not _good(mine):
             print(f"  {workload}: {contender.name} failed in every round", file=sys.stderr)
             continue
-        out.append(Row(workload, contender.name, unit, good,
-                       statistics.median(ratios) if ratios else None, reference,
-                       contender.note))
+        row = Row(workload, contender.name, unit, _good(mine),
+                  per_round_ratio(mine, samples.get(reference, [])), reference, contender.note)
+        if best and contender.name not in spools:
+            row.extra = {"best_spool": best,
+                         "spool_over_this": per_round_ratio(samples[best], mine)}
+        out.append(row)
     return out
+
+
+def _good(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def per_round_ratio(mine: list[float | None], ref: list[float | None]) -> float | None:
+    """The median over rounds of mine/ref, rounds where either failed left out."""
+    ratios = [m / r for m, r in zip(mine, ref) if m is not None and r]
+    return statistics.median(ratios) if ratios else None
 
 
 def fresh(path: Path) -> Path:
