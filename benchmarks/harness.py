@@ -73,8 +73,9 @@ def interleave(contenders: list[Contender], rounds: int) -> dict[str, list[float
 def rows(workload: str, unit: str, contenders: list[Contender], rounds: int,
          reference: str) -> list[Row]:
     """Run `contenders` interleaved. Each row's ratio is its figure over `reference`'s, round by
-    round; a row that is not spool's also gets `spool_over_this`: the best spool contender's
-    figure over its own, round by round (above 1: spool is faster)."""
+    round; a row that is not spool's (spool's names start with "spool") also gets
+    `spool_over_this`: the best spool contender's figure over its own, round by round (above 1:
+    spool is faster)."""
     samples = interleave(contenders, rounds)
     spools = [c.name for c in contenders if c.name.startswith("spool") and _good(samples[c.name])]
     best = max(spools, key=lambda name: statistics.median(_good(samples[name])), default=None)

@@ -51,7 +51,7 @@ def run(n_submit: int, n_drain: int, rounds: int) -> list[Row]:
                 raise RuntimeError(f"{on_b} did not appear through mount B")
             time.sleep(0.1)
         enqueue = [Contender(WRITE_FLOOR, lambda: floor(fresh(on_a / "floor"), n_submit)),
-                   Contender("submit, durable=false (mount A)",
+                   Contender("spool submit, durable=false (mount A)",
                              lambda: submit_rate(fresh(on_a / "submit"), n_submit, False, False))]
         drain = [Contender(MOVE_FLOOR, lambda: two_renames(fresh(on_b / "moves"), n_drain)),
                  Contender("spool worker --burst, capacity 1 (mount B, submitted on A)",

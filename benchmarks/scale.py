@@ -20,8 +20,8 @@ from pathlib import Path
 from bench import fill, floor, submit_rate
 from harness import SPOOL_CLI, Contender, Row, fresh, make, rows, timed
 
-SMALL = "worker --burst from {due:,} pending"
-BIG = "worker --burst, {due:,} due of {pending:,} pending"
+SMALL = "spool worker --burst from {due:,} pending"
+BIG = "spool worker --burst, {due:,} due of {pending:,} pending"
 FLOOR = "create+write+rename floor"
 
 
@@ -50,9 +50,9 @@ def burst_at_scale(base: Path, due: int, pending: int, rounds: int) -> list[Row]
 
 def enqueue(base: Path, n: int, rounds: int) -> list[Row]:
     found = [Contender(FLOOR, lambda: floor(fresh(base / "floor"), n), "bare Python loop"),
-             Contender("submit_many, durable=false",
+             Contender("spool submit_many, durable=false",
                        lambda: submit_rate(fresh(base / "many"), n, False, True),
                        "batches of 500"),
-             Contender("submit, durable=false",
+             Contender("spool submit, durable=false",
                        lambda: submit_rate(fresh(base / "one"), n, False, False))]
     return rows("enqueue", "jobs/s", found, rounds, FLOOR)

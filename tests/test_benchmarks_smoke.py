@@ -31,13 +31,14 @@ def test_quick_run_measures_spool_and_the_floors(tmp_path: Path) -> None:
                                 "enqueue"}
     for workload, found in by_workload.items():
         names = {row["name"] for row in found}
-        assert any(name.startswith("spool") or name.startswith("worker") or
-                   name.startswith("submit") for name in names), (workload, names)
+        assert any(name.startswith("spool") for name in names), (workload, names)
         assert not any(name.startswith(("tsp", "nq", "huey", "rq")) for name in names), names
-    floors = [row for row in rows if "floor" in row["name"] or "from 200" in row["name"]]
-    assert floors and all(row["ratio"] == pytest.approx(1.0) for row in floors)
+    references = [row for row in rows if row["name"] == row["reference"]]
+    assert len(references) == 4 and all(row["ratio"] == pytest.approx(1.0) for row in references)
+    floors = [row for row in rows if not row["name"].startswith("spool")]
+    assert floors and all(row["spool_over_this"] > 0 for row in floors)
     assert "skip tsp: --no-peers" in result.stdout
-    assert "| enqueue | submit_many, durable=false |" in result.stdout
+    assert "| enqueue | spool submit_many, durable=false |" in result.stdout
 
 
 def test_a_missing_peer_is_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch,
