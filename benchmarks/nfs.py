@@ -12,6 +12,8 @@ rig is never brought up or down here: without both mounts this workload says why
 
 from __future__ import annotations
 
+import gc
+import itertools
 import os
 import shutil
 import subprocess
@@ -50,21 +52,30 @@ def run(n_submit: int, n_drain: int, rounds: int) -> list[Row]:
             if time.monotonic() - started > 30:
                 raise RuntimeError(f"{on_b} did not appear through mount B")
             time.sleep(0.1)
-        enqueue = [Contender(WRITE_FLOOR, lambda: floor(fresh(on_a / "floor"), n_submit)),
+        # a new directory every round: a file still open through a mount (the journal of the
+        # last round's Spool) keeps its directory from being removed until it is closed
+        numbers = itertools.count()
+
+        def new(mount_dir: Path) -> Path:
+            return fresh(mount_dir / f"round{next(numbers)}")
+
+        enqueue = [Contender(WRITE_FLOOR, lambda: floor(new(on_a), n_submit)),
                    Contender("spool submit, durable=false (mount A)",
-                             lambda: submit_rate(fresh(on_a / "submit"), n_submit, False, False))]
-        drain = [Contender(MOVE_FLOOR, lambda: two_renames(fresh(on_b / "moves"), n_drain)),
+                             lambda: submit_rate(new(on_a), n_submit, False, False))]
+        drain = [Contender(MOVE_FLOOR, lambda: two_renames(new(on_b), n_drain)),
                  Contender("spool worker --burst, capacity 1 (mount B, submitted on A)",
-                           lambda: nfs_drain(on_a, on_b, n_drain))]
+                           lambda: nfs_drain(on_a, new(on_b), n_drain))]
         return (rows("nfs enqueue", "jobs/s", enqueue, rounds, WRITE_FLOOR)
                 + rows("nfs drain", "jobs/s", drain, rounds, MOVE_FLOOR))
     finally:
+        gc.collect()  # close what the rounds' Spool objects hold open, then remove
         shutil.rmtree(a / name, ignore_errors=True)
 
 
-def nfs_drain(on_a: Path, on_b: Path, n: int) -> float:
-    where = fresh(on_b / "drain")
-    return spool_drain(where, "true", n, 1, host="b", submit_root=on_a / "drain" / "spool")
+def nfs_drain(on_a: Path, where: Path, n: int) -> float:
+    """`where` is a new directory on mount B; the jobs are submitted through mount A."""
+    return spool_drain(where, "true", n, 1, host="b",
+                       submit_root=on_a / where.name / "spool")
 
 
 def two_renames(where: Path, n: int) -> float:
