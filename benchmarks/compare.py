@@ -12,6 +12,7 @@ peers (apt-get, and pip into benchmarks/.peers) first.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -24,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if importlib.util.find_spec("spool") is None or importlib.util.find_spec("spool.cli") is None:
+    sys.exit("compare.py needs spool installed: ./install.sh, then run it with .venv/bin/python")
 
 import cmdjobs  # noqa: E402
 import latency  # noqa: E402
