@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from pathlib import Path
 
 from harness import HERE, Contender, Row, fresh, python_fork_floor, rows, spool_drain, timed
@@ -79,7 +78,3 @@ def rq_drain(url: str, worker_class: str, n: int) -> float:
         raise RuntimeError(f"rq {worker_class} finished {finished} of {n} jobs")
     return n / seconds
 
-
-if __name__ == "__main__":  # a quick look: python pyjobs.py N
-    for row in run(fresh(Path("/tmp") / "spool-pyjobs"), int(sys.argv[1]), 1, 4, False):
-        print(f"{row.name:<40}{row.figure:>10.0f}{row.ratio or 0:>8.2f}")
