@@ -132,11 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, {filesystem(base)} at {base}"
           f"\n{command}\nsizes: {size}")
     found: list[Row] = []
+    failed: list[str] = []
     try:
         for name in args.chosen:
             print(f"{name} …", flush=True)
             clock = time.perf_counter()
-            found += measure(name, base, size, args.no_peers)
+            try:
+                found += measure(name, base, size, args.no_peers)
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+                print(f"  {name} failed, the other workloads go on: {exc}")
+                failed.append(name)
             print(f"  {time.perf_counter() - clock:.0f} s")
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -148,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             "rows": [{"workload": r.workload, "name": r.name, "unit": r.unit,
                       "figure": r.figure, "samples": r.samples, "ratio": r.ratio,
                       "reference": r.reference, "note": r.note, **r.extra}
-                     for r in found]}, indent=2))
-    return 0
+                     for r in found], "failed": failed}, indent=2))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

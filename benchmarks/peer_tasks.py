@@ -26,5 +26,7 @@ def delay_ms(path: Path, seen: int, start: float) -> float:
     """Wait for stamp number `seen + 1` in `path`; milliseconds from `start` (time.time()) to
     it. Both sides of workload 3 poll this way, every half millisecond."""
     while len(lines := stamps(path)) == seen:
+        if time.time() - start > 30:
+            raise RuntimeError(f"no job stamped {path} within 30 s: is the worker running?")
         time.sleep(0.0005)
     return (float(lines[seen]) - start) * 1000

@@ -21,7 +21,9 @@ def test_quick_run_measures_spool_and_the_floors(tmp_path: Path) -> None:
                              "--json", str(out)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = json.loads(out.read_text())["rows"]
+    doc = json.loads(out.read_text())
+    assert doc["failed"] == []
+    rows = doc["rows"]
     by_workload: dict[str, list[dict]] = {}
     for row in rows:
         by_workload.setdefault(row["workload"], []).append(row)
