@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import nfs  # noqa: E402
 import peers  # noqa: E402
 import pyjobs  # noqa: E402
 import scale  # noqa: E402
-from harness import Row, fresh  # noqa: E402
+from harness import Row, fresh, remove  # noqa: E402
 
 WORKLOADS = ("command", "python", "latency", "scale", "enqueue", "nfs")
 
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
             print(f"  {time.perf_counter() - clock:.0f} s")
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove(base)
     print(table(found))
     if args.json:
         args.json.write_text(json.dumps({

@@ -9,6 +9,7 @@ C …) and each ratio is the median of the per-round ratios, not the ratio of tw
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -109,6 +110,19 @@ def fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def remove(path: Path) -> None:
+    """Remove `path`'s tree. Through an NFS client a file unlinked while open (the journal of a
+    Spool just dropped) is set aside until its last close, so its directory empties a moment
+    later: retry for a few seconds, then leave it."""
+    gc.collect()
+    for _ in range(20):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(0.25)
+    print(f"  could not remove {path}", file=sys.stderr)
 
 
 def timed(argv: list[str], **kwargs) -> float:

@@ -12,16 +12,14 @@ rig is never brought up or down here: without both mounts this workload says why
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from bench import floor, submit_rate
-from harness import Contender, Row, fresh, rows, spool_drain
+from harness import Contender, Row, fresh, remove, rows, spool_drain
 
 WRITE_FLOOR = "create+write+rename floor (mount A)"
 MOVE_FLOOR = "claim+finish floor: 2 renames (mount B)"
@@ -68,8 +66,7 @@ def run(n_submit: int, n_drain: int, rounds: int) -> list[Row]:
         return (rows("nfs enqueue", "jobs/s", enqueue, rounds, WRITE_FLOOR)
                 + rows("nfs drain", "jobs/s", drain, rounds, MOVE_FLOOR))
     finally:
-        gc.collect()  # close what the rounds' Spool objects hold open, then remove
-        shutil.rmtree(a / name, ignore_errors=True)
+        remove(a / name)
 
 
 def nfs_drain(on_a: Path, where: Path, n: int) -> float:

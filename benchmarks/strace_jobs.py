@@ -6,8 +6,9 @@ Runs `spool worker --burst` under `strace -f -ff` on a spool of N `true` jobs an
 one (the worker's start and exit, subtracted), and divides by N. Calls are split between the
 worker process and the job's processes (the forked child up to its exec, then `true`), so
 that what spool does per job is apart from what running any program costs. A second run under
-`strace -c -f` gives the kernel time per call (strace inflates it: read it as a share). Needs
-strace.
+`strace -c -w -f` gives the wall-clock time spent in each kind of call (on NFS that is the
+round trips; `wait4` is the worker waiting for its job; strace inflates everything: read it as
+a share). Needs strace.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from harness import SPOOL_CLI, make
+from harness import SPOOL_CLI, make, remove
 
 CALL = re.compile(r"^(?:\d+\s+)?(?:<\.\.\. )?([a-z0-9_]+)[( ]")
 
@@ -52,11 +53,11 @@ def traced(where: Path, jobs: int, capacity: int) -> tuple[Counter, Counter]:
 
 
 def kernel_time(where: Path, jobs: int, capacity: int) -> str:
-    """strace -c -f's summary of a drain of `jobs` jobs."""
+    """strace -c -w -f's summary (wall-clock time per call) of a drain of `jobs` jobs."""
     sp = make(where / "spool")
     sp.submit_many([{"job": "true"} for _ in range(jobs)])
     out = where / "summary.txt"
-    subprocess.run(["strace", "-c", "-f", "-o", str(out), *worker(sp.path, capacity)],
+    subprocess.run(["strace", "-c", "-w", "-f", "-o", str(out), *worker(sp.path, capacity)],
                    stderr=subprocess.DEVNULL, check=True)
     return out.read_text()
 
@@ -81,7 +82,7 @@ def main() -> None:
         own0, children0 = traced(base / "empty", 0, args.capacity)
         summary = kernel_time(base / "summary", args.jobs, args.capacity)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove(base)
     result = {"jobs": args.jobs, "capacity": args.capacity,
               "worker_per_job": per_job(own, own0, args.jobs),
               "job_processes_per_job": per_job(children, children0, args.jobs)}
