@@ -31,6 +31,7 @@ from spool.inotify import Watcher
 from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
 from spool.orphans import host_dir_ok, make_host_dir, recover_orphans
+from spool.parking import unpark_all
 from spool.recovery import recover_holds
 from spool.timeutil import due_stamp, format_time, parse_due
 
@@ -120,6 +121,8 @@ class Worker:
             log.error("reload failed, keeping the old config: %s", exc)
             return
         self.attempts.handlers.clear()
+        self.view.info.clear()  # slots and limit pools come from the job types too
+        unpark_all(self.view)
         log.info("reloaded %s", self.store.layout.config_path)
 
     # -- one iteration -------------------------------------------------------------------
@@ -182,6 +185,7 @@ class Worker:
         self.view.refresh(time.monotonic())
         if self.adopt(now):
             return True
+        unpark_all(self.view)  # waiting for a limit token is waiting for running work
         with self.ledger.locked() as ledger:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
@@ -192,7 +196,8 @@ class Worker:
 
     def claim_and_start(self, now: datetime) -> None:
         """Claim what fits under the host lock, then start each claimed attempt."""
-        usable = self.view.names and not self.attempts.unsettled and self.host_dir_ok()
+        usable = (self.view.names or self.view.parked) and not self.attempts.unsettled \
+            and self.host_dir_ok()
         claimed: list[Claimed] = []
         try:
             with self._locked() as ledger:
@@ -263,8 +268,8 @@ class Worker:
         if self.view.names and self.view.names[0][2:25] <= due_stamp(now):
             # due work but no free slot: another worker of this host holds them; look again
             waits.append(min(self.config.defaults.poll, 0.05))
-        if self.watcher is None or not self.view.names:
-            waits.append(self.config.defaults.poll)
+        if self.watcher is None or not self.view.names or self.view.parked:
+            waits.append(self.config.defaults.poll)  # a pool freed on another host: look
         return max(0.0, min(waits))
 
     # -- the loop ------------------------------------------------------------------------
