@@ -13,6 +13,7 @@ from spool.api import Spool
 from spool.claim import dependency_state
 from spool.job import Job
 from spool.jsonvalues import printable
+from spool.limitgates import full_pool
 from spool.timeutil import parse_time
 
 HEADER = ["ID", "STATE", "JOB", "ATTEMPT", "HOST", "AGE", "OUTCOME", "INFO"]
@@ -67,7 +68,9 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                 return f"after {dep} (it ended {outcome}: can never run)"
             if verdict != "completed":
                 return f"after {dep}"
-        return "-"
+        pool = full_pool(sp.store, {"job": job.job, "args": job.args,
+                                    "limits": job.extra.get("limits")})
+        return f"limit {pool}" if pool else "-"
     if job.state == "processing":
         return "-"
     return job.error or "-"

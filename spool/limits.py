@@ -299,8 +299,9 @@ def usage(catalog: Catalog) -> list[dict]:
     partitioned one; every declared limit's plain pool is listed, empty partitioned ones not."""
     config = catalog.config
     pools = {path: None for path in all_pools(catalog)}
-    for name in config.limits:
-        pools.setdefault(limits_root(catalog) / name / UNPARTITIONED, None)
+    for name in config.limits:  # a limit no job took yet shows as its plain pool
+        if not any(pool.parent.name == name for pool in pools):
+            pools.setdefault(limits_root(catalog) / name / UNPARTITIONED, None)
     result = []
     for pool in sorted(pools):
         name, key = pool.parent.name, pool.name

@@ -9,6 +9,7 @@ from spool.config import Schedule
 from spool.errors import InvalidInput
 from spool.files import list_names, read_state
 from spool.layout import parse_pending_name, parse_processing_name
+from spool.limits import usage
 from spool.schedules import next_fire
 from spool.store import Store
 from spool.timeutil import due_stamp, format_time, parse_due
@@ -42,7 +43,7 @@ def status(store: Store, now: datetime) -> dict:
         # DESIGN §8's shape, filled in as hold, pause, limits and explain arrive
         "held": 0,
         "paused": [],
-        "limits": [],
+        "limits": usage(store),
         "blocked": [],
     }
 
@@ -107,6 +108,10 @@ def format_status(doc: dict) -> str:
     if doc["unclaimable"]:
         lines.append("unclaimable (need more slots than any host has): "
                      + ", ".join(doc["unclaimable"]))
+    for pool in doc["limits"]:
+        key = "" if pool["key"] == "_" else f":{pool['key']}"
+        lines.append(f"limit      {pool['name'] + key:<16} {pool['used']}/{pool['max'] or '?'}"
+                     f"  held by {', '.join(pool['holders']) or '-'}")
     for s in doc["schedules"]:
         lines.append(f"schedule   {s['name']:<16} next {s['next_fire'] or 'after its upstream'}")
     return "\n".join(lines)
