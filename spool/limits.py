@@ -45,10 +45,13 @@ TOKEN_BYTES = 65536
 
 @dataclass(frozen=True)
 class Token:
-    """A token this process created: its path and the inode shared by its attempt's tokens."""
+    """A token this process created: its path, the inode shared by its attempt's tokens and
+    the attempt it names."""
 
     path: Path
     inode: int
+    job_id: str = ""
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ class Limits:
                     return [], ref
                 if staged is None:
                     staged, inode = self._stage(job_id, attempt, refs, now)
-                token = self._link_free(ref, held, limit.max, staged, inode, len(taken))
+                token = self._link_free(ref, held, limit.max, staged, inode, len(taken),
+                                        job_id, attempt)
                 if token is None:
                     full.add(ref)
                     self.give_back(taken)
@@ -136,7 +140,7 @@ class Limits:
         return staged, os.lstat(staged).st_ino
 
     def _link_free(self, ref: PoolRef, held: set[int], cap: int, staged: str, inode: int,
-                   links: int) -> Token | None:
+                   links: int, job_id: str, attempt: int) -> Token | None:
         """Link `staged` as the lowest free token below `cap`; None when the pool is full.
         `links`: how many tokens `staged` already is (its link count, less one)."""
         pool = pool_dir(self.store, ref)
@@ -157,7 +161,7 @@ class Limits:
             except FileNotFoundError:
                 self._make_pool(ref)  # first use of this pool, or the reaper removed it empty
                 continue
-            token = Token(path, inode)
+            token = Token(path, inode, job_id, attempt)
             if any(each >= cap for each in held) and len(self._held(ref)) > cap:
                 # draining after `max` was lowered: a racing claimer may have filled the last
                 # free place under the old count; the rule is never to end above `max`
@@ -177,7 +181,7 @@ class Limits:
     def give_back(self, tokens: Iterable[Token]) -> None:
         """Remove tokens this process made, each only while it is still ours (same inode)."""
         for token in tokens:
-            _unlink_if(token.path, token.inode)
+            _unlink_if(token.path, token.inode, token.job_id, token.attempt)
 
     def release_attempt(self, job_id: str, attempt: int, body: dict | None = None) -> int:
         """Remove the tokens that name attempt `attempt` of `job_id` (a mover that did not take
@@ -185,7 +189,7 @@ class Limits:
         released = 0
         for holder in self.holders(self._pools_for(body)):
             if holder.job_id == job_id and holder.attempt == attempt:
-                released += _unlink_if(holder.path, holder.inode)
+                released += _unlink_if(holder.path, holder.inode, job_id, attempt)
         return released
 
     def _pools_for(self, body: dict | None) -> list[Path]:
@@ -221,7 +225,7 @@ class Limits:
                         return removed  # no probe, no verdict: never judged by our own clock
                 if server_now - holder.mtime <= lease:
                     continue  # a claim between its token and its rename, maybe
-                if _unlink_if(holder.path, holder.inode):
+                if _unlink_if(holder.path, holder.inode, holder.job_id, holder.attempt):
                     removed.append(holder.path)
             if not found and pool.name != UNPARTITIONED:
                 _remove_empty(pool)  # one per key ever seen would pile up otherwise
@@ -274,12 +278,19 @@ def read_token(path: Path) -> Holder | None:
                   if isinstance(labels, list) else ())
 
 
-def _unlink_if(path: Path, inode: int) -> int:
-    """Unlink `path` if it is still the file with `inode` (1), else leave it (0)."""
+def _unlink_if(path: Path, inode: int, job_id: str | None, attempt: int | None) -> int:
+    """Unlink `path` if it is still the token of attempt `attempt` of `job_id` (1), else
+    leave it (0): a token another claimer made since under the same name stays. The inode
+    decides at once; where it differs although the token is ours (a FUSE client numbers the
+    nodes of each name apart), the token's content decides."""
     try:
         info = os.lstat(path)
-        if info.st_ino != inode or not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):
             return 0
+        if info.st_ino != inode:
+            holder = read_token(path)
+            if holder is None or (holder.job_id, holder.attempt) != (job_id, attempt):
+                return 0
         os.unlink(path)
     except FileNotFoundError:
         return 0
