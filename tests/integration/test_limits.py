@@ -13,30 +13,13 @@ from pathlib import Path
 import pytest
 
 from conftest import CONFIG, make_spool, spool_cli, start_cli, state_files, wait_until
+from limitkit import LIMIT_TYPES, max_overlap, records, tokens
 from spool import Spool
 from spool.limits import Limits, all_pools, holders
 from spool.limitspec import PoolRef
 from spool.api import utc_now
 
-LIMITS = CONFIG + """
-[limits.pair]
-max = 2
-[limits.account]
-max = 1
-
-[jobs.limited]
-handler = "taskfns:record"
-limits = ["pair"]
-
-[jobs.per_account]
-handler = "taskfns:record"
-limits = ["account:{tag}"]
-
-[jobs.slow_limited]
-handler = "taskfns:sleep"
-limits = ["pair"]
-max_attempts = 1
-"""
+LIMITS = CONFIG + LIMIT_TYPES
 
 
 @pytest.fixture
@@ -61,28 +44,6 @@ def stop(procs: list) -> None:
         except Exception:  # noqa: BLE001 - a hung worker must not hang the suite
             proc.kill()
             proc.wait()
-
-
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals open at one moment (an end before a start at the same instant)."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
-                    key=lambda e: (e[0], e[1]))
-    most = current = 0
-    for _, step in events:
-        current += step
-        most = max(most, current)
-    return most
-
-
-def tokens(spool: Path) -> list[str]:
-    root = spool / "limits"
-    return [f"{name}/{key}/{t}" for name in sorted(os.listdir(root)) if root.exists()
-            for key in os.listdir(root / name) for t in os.listdir(root / name / key)] \
-        if root.exists() else []
 
 
 def test_a_cluster_never_runs_more_than_max(spool_dir, tmp_path):
