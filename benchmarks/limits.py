@@ -128,7 +128,7 @@ def syscalls(where: Path, job: str, n: int) -> dict[str, float] | None:
                     "--capacity", "4"], stderr=subprocess.DEVNULL, check=True)
     lines = [line for line in trace.read_text().splitlines()
              if "resumed>" not in line and "+++" not in line and "---" not in line]
-    ours = [line for line in lines if "/limits/" in line or ",token," in line]
+    ours = [line for line in lines if "/limits/" in line or "/tmp/token," in line]
 
     def per_job(pattern: str, among: list[str]) -> float:
         return round(sum(1 for line in among if re.search(pattern, line)) / n, 2)
