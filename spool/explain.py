@@ -4,9 +4,10 @@ A pending (or held) job passes its gates in claim order — due time, each `afte
 pause, limits, slots against each host's capacity, hold — and each gate gives a verdict:
 `ok` (passed), `waiting` (will pass by itself), `blocked` (will not pass as things stand: an
 operator must act) or `never` (can never pass: the worker ends the job as cancelled). Pause is
-not built yet: its gate says "none"; each gate is one function in `GATES`. A running job shows its host, worker, attempt, runtime and
-heartbeat age; a finished one its outcome, error and attempts. Everything here is a reading:
-listings are hints (DESIGN §10) and the answer may be stale by the time it is printed.
+not built yet: its gate says "none"; each gate is one function in `GATES`. A running job shows
+its host, worker, attempt, runtime and heartbeat age; a finished one its outcome, error and
+attempts. Everything here is a reading: listings are hints (DESIGN §10) and the answer may be
+stale by the time it is printed.
 """
 
 from __future__ import annotations
