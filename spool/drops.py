@@ -13,6 +13,7 @@ lone surrogate in a string.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import stat
@@ -28,6 +29,7 @@ from spool.layout import derived_id, is_valid_id, parse_pending_name
 from spool.store import OwnershipLost, Store
 from spool.timeutil import format_time, from_timestamp
 
+log = logging.getLogger("spool.drops")
 DROP_SETTLE = 5.0
 
 
@@ -152,4 +154,6 @@ def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict | None,
         "finished_at": format_time(now),
     }
     store.reject(hold, record, now)
+    log.warning("rejected drop pending/%s as dead/%s.json (invalid): %s", shown, job_id,
+                record["error"])
     return job_id

@@ -112,6 +112,14 @@ class Worker:
         grace = 0.0 if self.signals > 1 else self.config.defaults.grace
         self.stop_at = time.monotonic() + grace
         self.notifier.send("STOPPING=1")
+        running = len(self.running)
+        if self.signals > 1:
+            log.info("second stop request: stopping %d running job(s) now; they return to "
+                     "pending/", running)
+        else:
+            log.info("stop requested: claiming nothing more; draining %d running job(s) within "
+                     "grace %gs (past it they are stopped and return to pending/; a second "
+                     "signal stops them at once)", running, grace)
 
     def reload(self) -> None:
         """SIGHUP: re-read spool.toml; a broken file keeps the old config."""
@@ -138,7 +146,10 @@ class Worker:
         if self.stopping:
             if self.attempts.ended:
                 self._guarded("ledger", self.sync_ledger)
-            return bool(self.running) or (bool(self.attempts.unsettled) and not stop_due)
+            busy = bool(self.running) or (bool(self.attempts.unsettled) and not stop_due)
+            if not busy:
+                log.info("drain complete: no job running, stopping")
+            return busy
         self.adopt(now)
         since = mono - self.view.refreshed_at
         if since > min(self.config.defaults.poll, 1.0) and (
