@@ -23,18 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import CONFIG  # noqa: E402
+from bench import CONFIG
 
-from spool import Spool  # noqa: E402
-from spool.claim import PendingView, claim_due  # noqa: E402
-from spool.layout import Layout  # noqa: E402
-from spool.ledger import HostLedger  # noqa: E402
-from spool.limits import Limits  # noqa: E402
-from spool.limitspec import PoolRef  # noqa: E402
+from spool import Spool
+from spool.claim import PendingView, claim_due
+from spool.layout import Layout
+from spool.ledger import HostLedger
+from spool.limits import Limits
+from spool.limitspec import PoolRef
 
 LIMITS = """
 [limits.wide]
@@ -75,7 +75,7 @@ def claim_rate(where: Path, job: str, claims: int) -> float:
     ledger = HostLedger(sp.store.layout, "bench", False)
     view = PendingView(sp.store)
     view.refresh(time.monotonic())
-    limits, now = Limits(sp.store), datetime.now(timezone.utc)
+    limits, now = Limits(sp.store), datetime.now(UTC)
     start = time.perf_counter()
     for _ in range(claims):
         with ledger.locked(10**9) as book:
@@ -102,11 +102,11 @@ def blocked_pass(where: Path, pending: int, passes: int = 50) -> tuple[float, fl
     sp = make(where / f"blocked{pending}")
     submit(sp, "true_one", pending)
     sp.store.layout.host_processing("bench").mkdir(parents=True)
-    Limits(sp.store).take([PoolRef("one")], "holder", 1, datetime.now(timezone.utc), set())
+    Limits(sp.store).take([PoolRef("one")], "holder", 1, datetime.now(UTC), set())
     ledger = HostLedger(sp.store.layout, "bench", False)
     view = PendingView(sp.store)
     view.refresh(time.monotonic())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     times = []
     for _ in range(passes + 1):
         start = time.perf_counter()

@@ -25,10 +25,11 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from spool.errors import InvalidInput
 from spool.files import discard, list_names, make_dir, read_with_stat
@@ -309,7 +310,7 @@ def usage(catalog: Catalog) -> list[dict]:
     `key` is `_` for an unpartitioned pool and the key's value (as its tokens name it) for a
     partitioned one; every declared limit's plain pool is listed, empty partitioned ones not."""
     config = catalog.config
-    pools = {path: None for path in all_pools(catalog)}
+    pools = dict.fromkeys(all_pools(catalog))
     for name in config.limits:  # a limit no job took yet shows as its plain pool
         if not any(pool.parent.name == name for pool in pools):
             pools.setdefault(limits_root(catalog) / name / UNPARTITIONED, None)

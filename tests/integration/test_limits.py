@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIG, make_spool, spool_cli, start_cli, state_files, wait_until
 from limitkit import LIMIT_TYPES, max_overlap, records, tokens
+
 from spool import Spool
+from spool.api import utc_now
 from spool.limits import Limits, all_pools, holders
 from spool.limitspec import PoolRef
-from spool.api import utc_now
 
 LIMITS = CONFIG + LIMIT_TYPES
 
@@ -41,7 +41,7 @@ def stop(procs: list) -> None:
     for proc in procs:
         try:
             proc.wait(timeout=20)
-        except Exception:  # noqa: BLE001 - a hung worker must not hang the suite
+        except Exception:
             proc.kill()
             proc.wait()
 
@@ -214,7 +214,7 @@ def test_status_and_explain_name_the_holders(spool_dir, tmp_path):
     Limits(sp.store).take([PoolRef("pair")], "holder-2", 3, utc_now(), set())
     waiting = sp.submit("noop", limits=["pair"])
     doc = json.loads(spool_cli(spool_dir, "status", "--json").stdout)
-    pair = [p for p in doc["limits"] if p["name"] == "pair"][0]
+    pair = next(p for p in doc["limits"] if p["name"] == "pair")
     assert (pair["key"], pair["max"], pair["used"]) == ("_", 2, 2)
     assert pair["holders"] == ["holder-1", "holder-2"]
     assert "limit      pair" in spool_cli(spool_dir, "status").stdout

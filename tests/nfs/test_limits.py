@@ -9,8 +9,8 @@ import os
 import time
 
 import pytest
-
 from limitkit import LIMIT_TYPES, overlap_of, records, tokens
+
 from spool.api import utc_now
 from spool.limits import Limits
 from spool.limitspec import PoolRef

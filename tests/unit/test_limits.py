@@ -8,8 +8,8 @@ import os
 from datetime import datetime
 
 import pytest
-
 from conftest import CONFIG, make_spool
+
 from spool import Spool
 from spool.claim import PendingView, claim_due
 from spool.config import parse_config
@@ -92,7 +92,7 @@ def test_take_fills_lowest_tokens_then_reports_the_full_pool(sp):
     assert third == [] and blocked == PoolRef("pair") and full == {PoolRef("pair")}
     token = json.loads(first[0].path.read_text())
     assert token["id"] == "a" and token["attempt"] == 1 and token["host"] == "h1"
-    assert not [n for n in os.listdir(sp.store.layout.tmp)]  # the staged file went
+    assert not os.listdir(sp.store.layout.tmp)  # the staged file went
     limits.give_back(first)
     assert tokens_of(sp, PoolRef("pair")) == ["1"]
 
