@@ -9,6 +9,7 @@ from datetime import datetime
 
 import pytest
 from conftest import CONFIG, make_spool
+from limitkit import LIMIT_TYPES
 
 from spool import Spool
 from spool.claim import PendingView, claim_due
@@ -20,20 +21,7 @@ from spool.limitspec import PoolRef, pool_key, pools_of
 from spool.timeutil import UTC
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
-LIMITS = CONFIG + """
-[limits.pair]
-max = 2
-[limits.account]
-max = 1
-
-[jobs.limited]
-command = ["true"]
-limits = ["pair"]
-
-[jobs.per_account]
-command = ["true"]
-limits = ["account:{account}"]
-"""
+LIMITS = CONFIG + LIMIT_TYPES
 
 
 @pytest.fixture
@@ -62,17 +50,17 @@ def test_bad_limit_config_names_the_key(tmp_path, text, needle):
 
 
 def test_pools_of_expands_keys_from_args(sp):
-    body = {"job": "per_account", "args": {"account": "acme"}, "limits": ["pair"]}
+    body = {"job": "per_account", "args": {"tag": "acme"}, "limits": ["pair"]}
     assert pools_of(sp.config, body) == (PoolRef("account", "acme"), PoolRef("pair"))
     assert PoolRef("account", "acme").key == pool_key("acme") != pool_key("acme2")
     assert PoolRef("pair").key == "_"
-    assert pools_of(sp.config, {"job": "per_account", "args": {"account": 7}})[0].value == "7"
+    assert pools_of(sp.config, {"job": "per_account", "args": {"tag": 7}})[0].value == "7"
 
 
 @pytest.mark.parametrize("options, needle", [
-    ({"args": {}}, "needs argument 'account'"),
-    ({"args": {"account": "a"}, "limits": ["nope"]}, "unknown limit 'nope'"),
-    ({"args": {"account": "a"}, "limits": [3]}, "field 'limits'"),
+    ({"args": {}}, "needs argument 'tag'"),
+    ({"args": {"tag": "a"}, "limits": ["nope"]}, "unknown limit 'nope'"),
+    ({"args": {"tag": "a"}, "limits": [3]}, "field 'limits'"),
     ({"args": [1]}, "must be an object"),
 ])
 def test_submit_rejects_unknown_limits_and_missing_keys(sp, options, needle):
