@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from spool.store import Store
 
 TOKEN_BYTES = 65536
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+log = logging.getLogger("spool.limits")
 
 
 @dataclass(frozen=True)
@@ -98,24 +101,20 @@ class Limits:
     def take(self, refs: Iterable[PoolRef], job_id: str, attempt: int, now: datetime,
              full: set[PoolRef]) -> tuple[list[Token], PoolRef | None]:
         """A token of every pool in `refs` for attempt `attempt` of `job_id`, or none at all
-        and the pool that is full (or undeclared now). Pools found full are added to `full`,
-        and a pool already in it costs nothing: one pass never links into a full pool twice."""
+        and the pool that is full (or undeclared now, or unusable: logged). Pools found full
+        are added to `full`, and a pool already in it costs nothing: one pass never lists or
+        links into a full pool twice."""
         refs = tuple(refs)
         taken: list[Token] = []
-        staged: str | None = None
-        inode = 0
+        staged: list[tuple[str, int]] = []  # one private file (path, inode) for all the
+        # attempt's tokens, made when the first pool has room
         try:
             for ref in refs:
                 limit = self.store.config.limits.get(ref.name)
-                held = set() if ref in full or limit is None else self._held(ref)
-                if limit is None or ref in full or len(held) >= limit.max:
-                    full.add(ref)
-                    self.give_back(taken)
-                    return [], ref
-                if staged is None:
-                    staged, inode = self._stage(job_id, attempt, refs, now)
-                token = self._link_free(ref, held, limit.max, staged, inode, len(taken),
-                                        job_id, attempt)
+                token = None
+                if limit is not None and ref not in full:
+                    token = self._take_one(ref, limit.max, staged, len(taken), job_id,
+                                           attempt, now, refs)
                 if token is None:
                     full.add(ref)
                     self.give_back(taken)
@@ -126,11 +125,46 @@ class Limits:
             self.give_back(taken)
             raise
         finally:
-            if staged is not None:
-                discard(staged)
+            for path, _ in staged:
+                discard(path)
 
-    def _held(self, ref: PoolRef) -> set[int]:
-        return token_indexes(list_names(pool_dir(self.store, ref)))
+    def _take_one(self, ref: PoolRef, cap: int, staged: list[tuple[str, int]], links: int,
+                  job_id: str,
+                  attempt: int, now: datetime, refs: tuple[PoolRef, ...]) -> Token | None:
+        """A token of one pool, or None when it is full (or cannot be used: logged)."""
+        for _ in range(2):  # twice: the reaper may remove an empty pool under us
+            try:
+                fd = self._open_pool(ref)
+            except OSError as exc:  # a link planted where a pool belongs, EACCES, ...
+                log.error("limit pool %s cannot be used: %s", pool_dir(self.store, ref), exc)
+                return None
+            try:
+                held = token_indexes(os.listdir(fd))
+                if len(held) >= cap:
+                    return None
+                if not staged:
+                    staged.append(self._stage(job_id, attempt, refs, now))
+                return self._link_free(ref, fd, held, cap, staged[0], links, job_id, attempt)
+            except FileNotFoundError:
+                continue
+            finally:
+                os.close(fd)
+        return None
+
+    def _open_pool(self, ref: PoolRef) -> int:
+        """A descriptor of the pool's directory, made if missing; no component of it may be
+        a symbolic link (each is opened with O_NOFOLLOW relative to the one before)."""
+        for _ in range(2):
+            try:
+                fd = os.open(limits_root(self.store), _DIR)
+                for part in (ref.name, ref.key):
+                    inner = os.open(part, _DIR, dir_fd=fd)
+                    os.close(fd)
+                    fd = inner
+                return fd
+            except FileNotFoundError:
+                self._make_pool(ref)
+        raise FileNotFoundError(errno.ENOENT, "cannot be made", str(pool_dir(self.store, ref)))
 
     def _stage(self, job_id: str, attempt: int, refs: tuple[PoolRef, ...],
                now: datetime) -> tuple[str, int]:
@@ -140,30 +174,27 @@ class Limits:
         staged = self.store.stage_data(data, "token", f"{job_id}.{attempt}")
         return staged, os.lstat(staged).st_ino
 
-    def _link_free(self, ref: PoolRef, held: set[int], cap: int, staged: str, inode: int,
-                   links: int, job_id: str, attempt: int) -> Token | None:
-        """Link `staged` as the lowest free token below `cap`; None when the pool is full.
-        `links`: how many tokens `staged` already is (its link count, less one)."""
-        pool = pool_dir(self.store, ref)
+    def _link_free(self, ref: PoolRef, fd: int, held: set[int], cap: int,
+                   staged: tuple[str, int], links: int, job_id: str,
+                   attempt: int) -> Token | None:
+        """Link `staged` as the lowest free token below `cap` in the pool open as `fd`; None
+        when the pool is full. `links`: how many tokens `staged` already is (its link count,
+        less one). FileNotFoundError when the pool was removed meanwhile."""
         index = 0
         while index < cap:
             if index in held:
                 index += 1
                 continue
-            path = pool / str(index)
             try:
-                os.link(staged, path)
+                os.link(staged[0], str(index), dst_dir_fd=fd)
             except FileExistsError:
-                if os.lstat(staged).st_nlink <= 1 + links:  # else NFS lost the reply of ours
-                    held = self._held(ref)  # someone else's: look again at what is left
+                if os.lstat(staged[0]).st_nlink <= 1 + links:  # else NFS lost the reply of ours
+                    held = token_indexes(os.listdir(fd))  # someone else's: look again
                     if len(held) >= cap:
                         return None
                     continue
-            except FileNotFoundError:
-                self._make_pool(ref)  # first use of this pool, or the reaper removed it empty
-                continue
-            token = Token(path, inode, job_id, attempt)
-            if any(each >= cap for each in held) and len(self._held(ref)) > cap:
+            token = Token(pool_dir(self.store, ref) / str(index), staged[1], job_id, attempt)
+            if any(each >= cap for each in held) and len(token_indexes(os.listdir(fd))) > cap:
                 # draining after `max` was lowered: a racing claimer may have filled the last
                 # free place under the old count; the rule is never to end above `max`
                 self.give_back([token])
@@ -234,10 +265,21 @@ class Limits:
 
 
 def all_pools(catalog: Catalog) -> list[Path]:
-    """Every pool directory under `limits/` (names are hints, like every listing)."""
+    """Every pool directory under `limits/` (names are hints, like every listing); a link
+    planted where `limits/`, a limit or a pool belongs is skipped, never followed."""
     root = limits_root(catalog)
-    return [root / name / key for name in sorted(list_names(root))
-            for key in sorted(list_names(root / name)) if not key.startswith(".")]
+    if not _is_real_dir(root):
+        return []
+    names = [root / name for name in sorted(list_names(root)) if _is_real_dir(root / name)]
+    return [limit / key for limit in names for key in sorted(list_names(limit))
+            if not key.startswith(".") and _is_real_dir(limit / key)]
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def holders(pools: Iterable[Path]) -> Iterator[Holder]:

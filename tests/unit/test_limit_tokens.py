@@ -110,8 +110,8 @@ def test_all_or_nothing_across_pools(sp):
 def test_eexist_of_a_link_that_happened_is_ours(sp, monkeypatch):
     real = os.link
 
-    def lost_reply(src, dst):
-        real(src, dst)
+    def lost_reply(src, dst, **kwargs):
+        real(src, dst, **kwargs)
         raise FileExistsError(17, "File exists", str(dst))
 
     monkeypatch.setattr(os, "link", lost_reply)
@@ -161,10 +161,10 @@ def test_a_racing_claim_past_a_lowered_max_gives_its_token_back(sp):
     os.unlink(pool / "1")
     real_link = os.link
 
-    def racer_first(src, dst):  # another host took the last free place at the same moment
+    def racer_first(src, dst, **kwargs):  # another host took the last free place at once
         if not os.path.exists(pool / "2"):
             real_link(pool / "3", pool / "2")
-        return real_link(src, dst)
+        return real_link(src, dst, **kwargs)
 
     os.link, saved = racer_first, os.link
     try:
@@ -208,6 +208,18 @@ def test_sweep_frees_only_old_tokens_of_attempts_not_in_processing(sp):
     assert limits.sweep(lambda: made + 3.1, 3.0) == [orphan[0].path]
     assert limits.sweep(lambda: made + 1e6, 3.0) == []
     assert running[0].path.exists()
+
+
+def test_a_link_planted_where_a_pool_belongs_is_never_followed(sp, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Limits(sp.store)._make_pool(PoolRef("pair"))
+    os.rmdir(pool_dir(sp.store, PoolRef("pair")))
+    os.rmdir(pool_dir(sp.store, PoolRef("pair")).parent)
+    os.symlink(outside, sp.path / "limits" / "pair")
+    taken, blocked = Limits(sp.store).take([PoolRef("pair")], "a", 1, NOW, set())
+    assert taken == [] and blocked == PoolRef("pair")
+    assert not os.listdir(outside)
 
 
 def test_sweep_leaves_tokens_it_cannot_read(sp):
