@@ -186,7 +186,7 @@ class Limits:
                 index += 1
                 continue
             try:
-                os.link(staged[0], str(index), dst_dir_fd=fd)
+                os.link(staged[0], str(index), dst_dir_fd=fd, follow_symlinks=False)
             except FileExistsError:
                 if os.lstat(staged[0]).st_nlink <= 1 + links:  # else NFS lost the reply of ours
                     held = token_indexes(os.listdir(fd))  # someone else's: look again
