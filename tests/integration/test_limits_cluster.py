@@ -194,6 +194,7 @@ def test_cli_rejects_unknown_limits_and_validate_names_them(spool_dir, tmp_path)
     assert result.returncode == 0
     body = json.loads(spool_cli(spool_dir, "show", result.stdout.strip(), "--json").stdout)
     assert body["limits"] == ["account:x", "pair"]
+    assert "per_account: limits: account:{tag}" in spool_cli(spool_dir, "validate").stdout
     bad = tmp_path / "bad.toml"
     bad.write_text('[jobs.x]\ncommand = ["true"]\nlimits = ["smtp"]\n')
     result = spool_cli(spool_dir, "validate", str(bad))
