@@ -14,6 +14,7 @@ from spool.claim import dependency_state
 from spool.job import Job
 from spool.jsonvalues import printable
 from spool.pause import read_pauses
+from spool.limitgates import full_pool
 from spool.timeutil import parse_time
 
 HEADER = ["ID", "STATE", "JOB", "ATTEMPT", "HOST", "AGE", "OUTCOME", "INFO"]
@@ -70,7 +71,11 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                 return f"after {dep} (it ended {outcome}: can never run)"
             if verdict != "completed":
                 return f"after {dep}"
-        return "paused" if read_pauses(sp.store).job(job.job) else "-"
+        if read_pauses(sp.store).job(job.job):
+            return "paused"
+        pool = full_pool(sp.store, {"job": job.job, "args": job.args,
+                                    "limits": job.extra.get("limits")})
+        return f"limit {pool}" if pool else "-"
     if job.state == "processing":
         return "-"
     return job.error or "-"

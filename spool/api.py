@@ -134,7 +134,8 @@ class Spool:
               at: datetime | str | None = None, unique: str | None = None,
               after: Iterable[str] = (), slots: int | None = None,
               timeout: float | timedelta | str | None = None, max_attempts: int | None = None,
-              meta: dict | None = None, schedule: str | None = None) -> dict:
+              meta: dict | None = None, schedule: str | None = None,
+              limits: Iterable[str] | None = None) -> dict:
         """A validated job body, not yet written."""
         now = self.clock()
         if delay is not None and at is not None:
@@ -159,6 +160,8 @@ class Spool:
                 raw[key] = value
         if timeout is not None:
             raw["timeout"] = parse_duration(timeout, "timeout")
+        if limits is not None:
+            raw["limits"] = [limits] if isinstance(limits, str) else list(limits)
         job_id = validate_id(id) if id is not None else new_id(now)
         return normalize(raw, self.config, now, job_id)
 

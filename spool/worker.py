@@ -32,6 +32,7 @@ from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
 from spool.orphans import host_dir_ok, make_host_dir, recover_orphans
 from spool.pause import Pauses, read_pauses
+from spool.parking import unpark_all
 from spool.recovery import recover_holds
 from spool.timeutil import due_stamp, format_time, parse_due
 
@@ -130,6 +131,8 @@ class Worker:
             log.error("reload failed, keeping the old config: %s", exc)
             return
         self.attempts.handlers.clear()
+        self.view.info.clear()  # slots and limit pools come from the job types too
+        unpark_all(self.view)
         log.info("reloaded %s", self.store.layout.config_path)
 
     # -- one iteration -------------------------------------------------------------------
@@ -198,6 +201,7 @@ class Worker:
         pauses = read_pauses(self.store)  # paused work does not keep a burst worker
         if pauses.host(self.spool.host):
             return False
+        unpark_all(self.view)  # waiting for a limit token is waiting for running work
         with self.ledger.locked() as ledger:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
@@ -208,7 +212,8 @@ class Worker:
 
     def claim_and_start(self, now: datetime) -> None:
         """Claim what fits under the host lock, then start each claimed attempt."""
-        usable = self.view.names and not self.attempts.unsettled and self.host_dir_ok()
+        usable = (self.view.names or self.view.parked) and not self.attempts.unsettled \
+            and self.host_dir_ok()
         pauses = read_pauses(self.store) if usable else Pauses()  # one listing per pass
         self.paused_seen = pauses.host(self.spool.host) or bool(pauses.names("job"))
         usable = usable and not pauses.host(self.spool.host)
@@ -284,8 +289,8 @@ class Worker:
             # (due work held back by a pause waits for a resume: a poll interval is enough)
             waits.append(self.config.defaults.poll if self.paused_seen
                          else min(self.config.defaults.poll, 0.05))
-        if self.watcher is None or not self.view.names:
-            waits.append(self.config.defaults.poll)
+        if self.watcher is None or not self.view.names or self.view.parked:
+            waits.append(self.config.defaults.poll)  # a pool freed on another host: look
         return max(0.0, min(waits))
 
     # -- the loop ------------------------------------------------------------------------
