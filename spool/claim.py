@@ -142,8 +142,12 @@ class PendingView:
 
     def next_due(self, now: datetime) -> str | None:
         """The earliest DUE stamp still in the future (for how long to sleep)."""
-        stamp = due_stamp(now)
-        future = [n[2:25] for n in self.names if n[2:25] > stamp]
+        stamp, names = due_stamp(now), self.names
+        future = []
+        for priority in "0123456789":  # each priority's first future name, by bisection
+            index = bisect.bisect_right(names, f"{priority}-{stamp}-\x7f")
+            if index < len(names) and names[index][0] == priority:
+                future.append(names[index][2:25])
         return min(future) if future else None
 
     def job_info(self, name: str) -> JobInfo | None:

@@ -17,6 +17,7 @@ from spool.mounts import PROC_MOUNTS, is_network_fs, mount_for
 
 IN_CREATE = 0x100
 IN_MOVED_TO = 0x80
+IN_Q_OVERFLOW = 0x4000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 _EVENT = struct.Struct("iIII")
@@ -33,6 +34,7 @@ class Watcher:
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self._dirs: dict[int, Path] = {}
+        self.overflowed = False  # events were lost: only a listing knows the names now
 
     def watch(self, directory: Path) -> None:
         wd = self._add(self.fd, os.fsencode(directory), IN_CREATE | IN_MOVED_TO)
@@ -48,7 +50,8 @@ class Watcher:
             return []
         events, offset = [], 0
         while offset + _EVENT.size <= len(data):
-            wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            self.overflowed = self.overflowed or bool(mask & IN_Q_OVERFLOW)
             raw = data[offset + _EVENT.size: offset + _EVENT.size + length]
             offset += _EVENT.size + length
             if wd in self._dirs:

@@ -82,9 +82,7 @@ class Loop:
                     woken = True
                 else:
                     woken = True
-                    for directory, name in self.worker.watcher.read():  # type: ignore[union-attr]
-                        if directory == self.worker.store.layout.pending:
-                            self.worker.view.add(name)
+                    self.worker.take_events()
             if time.monotonic() >= deadline or (woken and (not full or self.worker.stopping)):
                 return woken
 

@@ -156,8 +156,8 @@ class Worker:
         since = mono - self.view.refreshed_at
         if since > min(self.config.defaults.poll, 1.0) and (
                 since > self.config.defaults.refresh or not self.view.names
-                or self.watcher is None):  # without inotify, new names come from listings
-            self.view.refresh(mono)
+                or self.watcher is None or self.watcher.overflowed):
+            self._refresh(mono)  # without (complete) inotify, new names come from listings
         self._guarded("claim", lambda: self.claim_and_start(now))
         if mono - self.beat_at >= self.config.defaults.heartbeat:
             self._guarded("heartbeat", lambda: self.beat(now, mono))
@@ -194,8 +194,30 @@ class Worker:
             self.view.drops = {}  # what is left was seen just now (young or taken): later
         return bool(self.view.drops)
 
+    def take_events(self) -> None:
+        """Add the names inotify reported in pending/ to the view."""
+        for directory, name in self.watcher.read() if self.watcher else ():
+            if directory == self.store.layout.pending:
+                self.view.add(name)
+
+    def _refresh_unless_watched(self) -> None:
+        """Bring the view up to date: from inotify's events when they are complete (a
+        listing of 100,000 names per idle moment would make a burst cost grow with pending/),
+        from a listing without inotify, after lost events, or `refresh` seconds after the
+        last one."""
+        mono = time.monotonic()
+        self.take_events()
+        if self.watcher is None or self.watcher.overflowed \
+                or mono - self.view.refreshed_at > self.config.defaults.refresh:
+            self._refresh(mono)
+
+    def _refresh(self, mono: float) -> None:
+        if self.watcher:
+            self.watcher.overflowed = False  # the listing sees what the lost events said
+        self.view.refresh(mono)
+
     def _anything_due(self, now: datetime) -> bool:
-        self.view.refresh(time.monotonic())
+        self._refresh_unless_watched()
         if self.adopt(now):
             return True
         pauses = read_pauses(self.store)  # paused work does not keep a burst worker
@@ -205,7 +227,9 @@ class Worker:
         with self.ledger.locked() as ledger:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
-                if info and info.slots <= ledger.capacity and not pauses.job(info.job) and (
+                if info is None:  # taken by another worker since the view saw it
+                    self.view.remove(name)
+                elif info.slots <= ledger.capacity and not pauses.job(info.job) and (
                         not info.after or dependencies_met(self.store, info.after)):
                     return True
         return False
