@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from spool.config import JobType
 from spool.errors import Cancel, InvalidInput, SpoolError
+from spool.execpath import find_program, forget
 from spool.files import discard, read_bounded
 from spool.job import expand_item, placeholders
 
@@ -118,8 +119,16 @@ def attempt_env(spool_dir: Path, body: dict, attempt: int, result_path: Path,
 def start_command(argv: list[str], env: dict[str, str], out_fd: int,
                   args: Any) -> subprocess.Popen:
     """Execute argv directly in a new session; args go to stdin as JSON."""
-    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_fd, stderr=out_fd, env=env,
-                             start_new_session=True, close_fds=True)
+    path = env.get("PATH")
+    program = find_program(argv[0], path)
+    try:
+        popen = subprocess.Popen(argv, executable=program, stdin=subprocess.PIPE, stdout=out_fd,
+                                 stderr=out_fd, env=env, start_new_session=True, close_fds=True)
+    except OSError:
+        if program is None:
+            raise
+        forget(argv[0], path)  # moved or removed since it was found: search as execvp does
+        return start_command(argv, env, out_fd, args)
     payload = json.dumps(args).encode()
     if len(payload) < 60000:  # fits the pipe buffer: no thread needed
         _feed(popen, payload)
@@ -272,9 +281,11 @@ def write_result(path: Path, data: bytes, max_result: int) -> None:
 def read_result(result_path: Path, max_result: int) -> tuple[Any, str | None]:
     """(result, error): the JSON the attempt left at `SPOOL_RESULT`, never read through a link
     nor past `max_result` bytes; the file is removed either way."""
+    found = True
     try:
         data = read_bounded(result_path, max_result)
     except FileNotFoundError:
+        found = False  # nothing to remove (most attempts leave no result)
         return None, None
     except OSError as exc:
         if exc.errno == errno.EFBIG:
@@ -282,7 +293,8 @@ def read_result(result_path: Path, max_result: int) -> tuple[Any, str | None]:
         return None, f"result file {result_path} cannot be read: {exc.strerror or exc}"
     finally:
         try:
-            discard(result_path)
+            if found:
+                discard(result_path)
         except OSError:
             pass  # the scratch sweep of recover_holds clears it later
     if data.startswith(ERROR_MARK):  # no JSON and no text starts with a NUL byte

@@ -27,6 +27,7 @@ from spool.claim import Claimed, PendingView, claim_due, dependencies_met
 from spool.config import Config
 from spool.drops import adopt_pass
 from spool.errors import SpoolError
+from spool.execpath import forget as forget_programs
 from spool.inotify import Watcher
 from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
     from spool.runloop import Companion
 
 log = logging.getLogger("spool.worker")
+# How soon a started task's pid is written to the ledger when no other ledger pass does it
+# first. A task that ends sooner (most do) is never written at all: the next claim pass drops
+# its entry. Until then a worker's crash is covered by the environment search for unrecorded
+# tasks (`spool.ledger.unrecorded_tasks`), as it was between the start and the record before.
+RECORD_DELAY = 0.02
 
 
 class Worker:
@@ -66,6 +72,7 @@ class Worker:
         self.watcher: Watcher | None = None
         self.hints: dict[tuple[str, object], object] = {}  # started_at of pruned entries
         self.paused_seen = False  # the last claim pass found this host or job types paused
+        self.record_at: float | None = None  # when started tasks' pids must be in the ledger
 
     @property
     def running(self) -> dict[str, Running]:
@@ -131,6 +138,7 @@ class Worker:
             log.error("reload failed, keeping the old config: %s", exc)
             return
         self.attempts.handlers.clear()
+        forget_programs()  # a job type's command is found along PATH again
         self.view.info.clear()  # slots and limit pools come from the job types too
         unpark_all(self.view)
         log.info("reloaded %s", self.store.layout.config_path)
@@ -159,6 +167,8 @@ class Worker:
                 or self.watcher is None or self.watcher.overflowed):
             self._refresh(mono)  # without (complete) inotify, new names come from listings
         self._guarded("claim", lambda: self.claim_and_start(now))
+        if self.record_at is not None and time.monotonic() >= self.record_at:
+            self._guarded("ledger", self.sync_ledger)
         if mono - self.beat_at >= self.config.defaults.heartbeat:
             self._guarded("heartbeat", lambda: self.beat(now, mono))
         if self.burst and not self.running and not self.attempts.unsettled \
@@ -259,8 +269,8 @@ class Worker:
             return
         for item in claimed:
             self.attempts.launch(item, now)
-        if claimed and self.running:
-            self.sync_ledger()  # record the new tasks' pids at once
+        if claimed and self.running and self.record_at is None:
+            self.record_at = time.monotonic() + RECORD_DELAY  # unless they end before
 
     def sync_ledger(self) -> None:
         """Under the lock: forget ended attempts and record running tasks."""
@@ -290,6 +300,7 @@ class Worker:
     def _record_tasks(self, ledger: Ledger) -> None:
         """Note each running task's pid and start time, so that a successor can stop it if
         this worker is killed, and so that its slots stay held while it lives (§4)."""
+        self.record_at = None
         for job_id, run in self.running.items():
             ledger.hold_task(job_id, run.claimed.attempt, int(run.body.get("slots") or 1),
                              self.pid, run.attempt.pid, format_time(run.attempt.started_at),
@@ -302,6 +313,8 @@ class Worker:
         waits.extend(self.attempts.next_wake(mono))
         if self.stop_at is not None:
             waits.append(self.stop_at - mono)
+        if self.record_at is not None:
+            waits.append(self.record_at - mono)
         waits.extend(companion.due_at - mono for companion in self.companions)
         if self.view.drops and not self.stopping:
             waits.append(0.0)  # a bounded adoption pass left some for the next step
