@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from spool.catalog import Catalog
+from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
 from spool.files import list_names
 from spool.layout import is_temporary_name, parse_pending_name
@@ -37,7 +38,7 @@ class JobInfo(NamedTuple):
     """What claiming needs from a pending body (None fields: the body did not parse)."""
 
     slots: int
-    after: tuple[str, ...]
+    after: tuple[tuple[str, str], ...]  # (kind, id) of every dependency (spool.dependencies)
     attempts: int
     valid: bool
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
@@ -140,9 +141,7 @@ class PendingView:
             # a hand-made canonical file may leave slots to its job type, as a drop may
             jtype = self.store.config.job_type(body.get("job") or "")
             default = jtype.slots if jtype else self.store.config.defaults.slots
-            after = body.get("after")
-            info = JobInfo(_int(body.get("slots"), default),
-                           tuple(after) if isinstance(after, list) else (),
+            info = JobInfo(_int(body.get("slots"), default), dependencies(body),
                            _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns)
         except FileNotFoundError:
             return None
@@ -154,38 +153,6 @@ class PendingView:
 
 def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def dependencies_met(store: Store, after: tuple[str, ...]) -> bool:
-    """Whether every job in `after` is in done/ with outcome completed."""
-    return all(dependency_state(store, dep)[0] == "completed" for dep in after)
-
-
-def dependency_state(store: Catalog, dep: str) -> tuple[str, str | None]:
-    """(verdict, outcome) of one `after` dependency, from done/ and dead/ alone: "completed";
-    "never" when it ended dead or cancelled (it can never complete now, DESIGN §12); "waiting"
-    otherwise (still pending or running, or missing: the caller tells those apart if it must)."""
-    for state in ("done", "dead"):
-        try:
-            outcome = store.read(store.layout.state_dir(state) / f"{dep}.json").get("outcome")
-        except (OSError, InvalidInput):
-            continue
-        if state == "dead":
-            return "never", f"dead ({outcome or 'being buried'})"
-        if outcome == "completed":
-            return "completed", outcome
-        if outcome:  # an unfilled terminal file gets its outcome microseconds later
-            return "never", str(outcome)
-    return "waiting", None
-
-
-def never_runs(store: Store, after: tuple[str, ...]) -> str | None:
-    """Why a job with these `after` dependencies can never run, or None."""
-    for dep in after:
-        verdict, outcome = dependency_state(store, dep)
-        if verdict == "never":
-            return f"dependency {dep!r} ended {outcome}: it can never complete"
-    return None
 
 
 def end_unrunnable(store: Store, name: str, reason: str, now: datetime) -> bool:
@@ -209,8 +176,11 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     claimed: list[Claimed] = []
     host_dir = store.layout.host_processing(store.host)
     free = ledger.free
+    deps = DependencyPass(store, view.names)
+    complete = True  # every due job looked at: a blocked one not seen has left pending/
     for name in view.due(now):
         if free <= 0 or len(claimed) >= limit:
+            complete = False
             break
         job_id = parse_pending_name(name).id  # type: ignore[union-attr]
         if job_id in ledger.running:
@@ -225,11 +195,12 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         if info.slots > ledger.capacity:
             ledger.unfit[job_id] = info.slots
             continue
-        if info.after and not dependencies_met(store, info.after):
-            reason = never_runs(store, info.after)
+        if info.after:
+            verdict, reason = deps.check(job_id, info.after)
             if reason is not None and end_unrunnable(store, name, reason, now):
                 view.remove(name)
-            continue
+            if verdict != "met":
+                continue
         if info.slots > free:
             continue
         attempt = info.attempts + 1
@@ -244,6 +215,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
                                   "started_at": format_time(now)}
         free -= ledger.running[job_id]["slots"]
         claimed.append(held)
+    deps.finish(ledger, now, complete)
     return claimed
 
 

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from spool.api import Spool
 from spool.attempts import Attempts, Running
-from spool.claim import Claimed, PendingView, claim_due, dependencies_met
+from spool.claim import Claimed, PendingView, claim_due
 from spool.config import Config
+from spool.dependencies import check_dependencies
 from spool.drops import adopt_pass
 from spool.errors import SpoolError
 from spool.inotify import Watcher
@@ -197,19 +198,20 @@ class Worker:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
                 if info and info.slots <= ledger.capacity and (
-                        not info.after or dependencies_met(self.store, info.after)):
+                        not info.after or check_dependencies(self.store, info.after)):
                     return True
         return False
 
     def claim_and_start(self, now: datetime) -> None:
         """Claim what fits under the host lock, then start each claimed attempt."""
-        usable = self.view.names and not self.attempts.unsettled and self.host_dir_ok()
+        usable = not self.attempts.unsettled and self.host_dir_ok()
         claimed: list[Claimed] = []
         try:
             with self._locked() as ledger:
                 self._forget(ledger)
                 self._record_tasks(ledger)
-                if usable and ledger.free > 0:
+                # with nothing pending, a pass still runs to unblock what was blocked
+                if usable and ledger.free > 0 and (self.view.names or ledger.blocked):
                     claimed = claim_due(self.store, self.view, ledger, now, self.pid,
                                         self.capacity or 1)
         except OSError as exc:  # the ledger could not be saved (a full disk)
