@@ -57,6 +57,7 @@ class Claimed:
     attempt: int
     error: str | None = None
     dev: int | None = None
+    owner: int | None = None  # uid owning the file held (fstat): who submitted it (§13)
 
     @property
     def job_id(self) -> str:
@@ -253,7 +254,7 @@ def hold_processing_file(store: Store, path: Path, attempt: int,
         body = store.read(path)
     except (OSError, InvalidInput, RecursionError) as exc:
         error = str(exc)
-    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev)
+    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev, info.st_uid)
 
 
 def _lstat_ino(path: Path) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spool import checks
+from spool.allow import check_allow
 from spool.errors import ConfigError, InvalidInput
 from spool.jsonvalues import check_value
 from spool.timeutil import UTC, parse_duration, parse_time
@@ -72,6 +73,7 @@ class JobType:
     backoff: Backoff = Backoff()
     kill_grace: float = 10.0
     retention: float = 30 * 86400.0
+    allow: tuple[str, ...] | None = None  # who may submit it (DESIGN §13); None: anyone
 
 
 @dataclass(frozen=True)
@@ -277,14 +279,15 @@ def _defaults(reader: _Reader, table: dict) -> Defaults:
 
 def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults) -> JobType:
     where = f"jobs.{name}"
-    reader.keys(table, where, _COMMON | {"command", "handler", "env"})
+    reader.keys(table, where, _COMMON | {"command", "handler", "env", "allow"})
     if ("command" in table) == ("handler" in table):
         raise reader.error(where, "needs exactly one of 'command' (a list) or 'handler' "
                            "('package.module:function')")
     command = reader.convert(table, where, "command", None, checks.command)
     handler = reader.convert(table, where, "handler", None, checks.handler)
     env = reader.convert(table, where, "env", {}, checks.env_table)
-    return JobType(name, command, handler, env, **_common(reader, table, where, defaults))
+    return JobType(name, command, handler, env, **_common(reader, table, where, defaults),
+                   allow=reader.convert(table, where, "allow", None, check_allow))
 
 
 def _json_args(value: Any) -> Any:

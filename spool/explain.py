@@ -94,23 +94,25 @@ def known_ids(catalog: Catalog) -> set[str]:
 
 def dependency(catalog: Catalog, dep: str, known: set[str] | None = None,
                kind: str = "after") -> Gate:
-    """The gate of one dependency of kind `kind` (after, after_any, after_failed)."""
+    """The gate of one dependency of kind `kind` (after, after_any, after_failed); every kind
+    is an `after` gate, its detail naming the kind when it is not plain `after`."""
+    label = "" if kind == "after" else f"{kind} "
     fate = terminal_fate(catalog, dep)
     verdict = judge(kind, fate) if fate is not None else None
     if verdict is not None and verdict.verdict == "met":
-        return Gate(kind, "ok", f"{dep} {verdict.fate}", dep)
+        return Gate("after", "ok", f"{label}{dep} {verdict.fate}", dep)
     if verdict is not None and verdict.verdict == "never":
-        return Gate(kind, "never", f"{dep} ended {verdict.fate}: this job can never run (the "
-                    "next worker pass ends it as cancelled)", dep)
+        return Gate("after", "never", f"{label}{dep} ended {verdict.fate}: this job can never "
+                    "run (the next worker pass ends it as cancelled)", dep)
     present = dep in known if known is not None else catalog.locate(dep) is not None \
         or os.path.lexists(held_path(catalog, dep))
     if not present and fate is None:
-        return Gate(kind, "blocked", f"{dep} is missing (purged, or never existed): this "
-                    "job is blocked and waits for it forever; cancel it", dep)
+        return Gate("after", "blocked", f"{label}{dep} is missing (purged, or never existed): "
+                    "this job is blocked and waits for it forever; cancel it", dep)
     where = catalog.locate(dep) if known is None else None
     state = where.state if where else "pending, running or held"
     wants = {"after": "completed", "after_any": "finished", "after_failed": "dead"}[kind]
-    return Gate(kind, "waiting", f"{dep} is {state}, not {wants} yet", dep)
+    return Gate("after", "waiting", f"{label}{dep} is {state}, not {wants} yet", dep)
 
 
 def require_dependencies(catalog: Catalog, after: Iterable[str],

@@ -21,6 +21,7 @@ import random
 from datetime import datetime
 from pathlib import Path
 
+from spool.allow import carry_owner
 from spool.errors import InvalidInput
 from spool.job import normalize
 from spool.files import discard, list_names, read_state
@@ -72,13 +73,15 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
                               f"({other.path.name}): this processing copy is stale", now, job_id)
         return "aside"
     try:
-        body = store.read(path)
+        body, info = store.read_with_stat(path)
     except FileNotFoundError:
         return None
     except (OSError, InvalidInput) as exc:
         store.reject(path, invalid_record(job_id, f"processing file is unreadable: {exc}", now),
                      now)
         return "dead"
+    # requeued, the file becomes spool's: keep who owns the job (DESIGN §13)
+    body = carry_owner(store.config.job_type(str(body.get("job"))), info.st_uid, body)
     entry = {"attempt": attempt, "host": path.parent.name, "started_at": started_at,
              "ended_at": format_time(now)}
     return settle(store, path, body, attempt, outcome, now, inode=inode, entry=entry,
