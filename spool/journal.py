@@ -1,8 +1,9 @@
 """The events journal: `events/<host>/<YYYY-MM-DD>.jsonl`, one JSON line per state change.
 
-Every line carries the `uid` of the process that wrote it. Each host appends only to its own directory (O_APPEND is safe within one host, never across
-hosts on NFS). A journal failure is logged with the path but never blocks a transition; a link
-planted where the directory or the day's file belongs is refused, never followed.
+Every line carries the `uid` of the process that wrote it (who did it, DESIGN §13). Each host
+appends only to its own directory (O_APPEND is safe within one host, never across hosts on
+NFS). A journal failure is logged with the path but never blocks a transition; a link planted
+where the directory or the day's file belongs is refused, never followed.
 """
 
 from __future__ import annotations
