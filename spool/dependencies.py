@@ -164,10 +164,13 @@ class DependencyPass:
             return True
         # the view is a hint: a dependency submitted or requeued since its refresh is only in
         # a fresh listing, taken once per pass and only when some dependency looks missing
+        return dep in self._listing()
+
+    def _listing(self) -> set[str]:
         if self._listed is None:
             self._listed = {p.id for n in list_names(self.store.layout.pending)
                             if (p := parse_pending_name(n))}
-        return dep in self._listed
+        return self._listed
 
     def finish(self, ledger: Ledger, now: datetime, complete: bool) -> None:
         """Record in the ledger which jobs are blocked, journalling the changes. `complete`:
@@ -180,6 +183,8 @@ class DependencyPass:
         for job_id in list(ledger.blocked):
             if job_id in self.blocked or (job_id not in self.seen and not complete):
                 continue
+            if job_id not in self.seen and job_id in self._listing():
+                continue  # another worker of this host saw it in a fresher view: still pending
             del ledger.blocked[job_id]
             self.store.journal.record(now, "unblock", job_id, host=self.store.host)
 
