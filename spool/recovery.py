@@ -80,8 +80,15 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
         store.reject(path, invalid_record(job_id, f"processing file is unreadable: {exc}", now),
                      now)
         return "dead"
+    try:  # a file planted in processing/ without the fields a pending name needs
+        body = normalize(body, store.config, now, job_id)
+    except Exception as exc:  # noqa: BLE001 - hostile content is invalid, not a crash
+        store.reject(path, invalid_record(job_id, f"processing file is no valid job: {exc}",
+                                          now, body.get("job") if isinstance(
+                                              body.get("job"), str) else None), now)
+        return "dead"
     # requeued, the file becomes spool's: keep who owns the job (DESIGN §13)
-    body = carry_owner(store.config.job_type(str(body.get("job"))), info.st_uid, body)
+    body = carry_owner(store.config.job_type(body["job"]), info.st_uid, body)
     entry = {"attempt": attempt, "host": path.parent.name, "started_at": started_at,
              "ended_at": format_time(now)}
     return settle(store, path, body, attempt, outcome, now, inode=inode, entry=entry,

@@ -124,6 +124,8 @@ def test_the_owner_survives_a_retry_after_a_failed_attempt(spool, test_users):
 
 
 def test_unknown_users_and_groups_are_a_config_error(spool, test_users):
+    listed = spool_cli(spool, "validate")
+    assert listed.returncode == 0 and f"ops: allow: @{test_users['group']}" in listed.stdout
     text = (spool / "spool.toml").read_text()
     (spool / "spool.toml").write_text(text + """
 [jobs.typo]
@@ -134,3 +136,19 @@ allow = ["nosuchuser-x", "@nosuchgroup-x"]
     assert out.returncode == 2
     last = out.stderr.strip().splitlines()[-1]
     assert "jobs.typo.allow" in last and "nosuchuser-x" in last and "nosuchgroup-x" in last
+
+
+def test_a_processing_file_planted_by_a_member_is_judged_by_its_owner(spool, test_users):
+    member, member2 = test_users["member"], test_users["member2"]
+    drain(spool)  # makes processing/daemon/
+    body = json.dumps({"id": "planted", "job": "deploy", "owner": member.uid,
+                       "max_attempts": 3})
+    script = f"printf '%s' '{body}' > ../../tmp/.p && mv ../../tmp/.p planted.1.json"
+    result = sh_as(member2, script, spool / "processing" / "daemon")
+    assert result.returncode == 0, describe(result)
+    # recovered as an orphan (its flock is free) and requeued by the root worker: the
+    # requeued file is root's, but the job is still member2's
+    wait_until(lambda: drain(spool) or (spool / "dead" / "planted.json").exists(), 60,
+               "the planted job to be judged")
+    state, result, error = outcome(spool, "planted")
+    assert (state, result) == ("dead", "invalid") and f"owner {member2.name}" in error
