@@ -86,7 +86,7 @@ def is_allowed(uid: int, allow: tuple[str, ...]) -> bool:
     return False
 
 
-def effective_owner(file_uid: int, body: dict) -> int:
+def effective_owner(file_uid: int, body: dict[str, Any]) -> int:
     """Who owns the job: the file's owner, or, in a file spool's user wrote, the owner spool
     judged before it rewrote the file."""
     carried = body.get(OWNER_FIELD)
@@ -96,7 +96,7 @@ def effective_owner(file_uid: int, body: dict) -> int:
     return file_uid
 
 
-def refusal(jtype: JobType | None, file_uid: int | None, body: dict) -> str | None:
+def refusal(jtype: JobType | None, file_uid: int | None, body: dict[str, Any]) -> str | None:
     """Why this job may not run (its owner is not allowed for its type), or None; a body that
     passes gets its owner recorded in it for spool's own rewrites of the file."""
     if jtype is None or jtype.allow is None or file_uid is None:
@@ -109,7 +109,7 @@ def refusal(jtype: JobType | None, file_uid: int | None, body: dict) -> str | No
     return None
 
 
-def carry_owner(jtype: JobType | None, file_uid: int, body: dict) -> dict:
+def carry_owner(jtype: JobType | None, file_uid: int, body: dict[str, Any]) -> dict[str, Any]:
     """`body` with its owner recorded, before spool's user rewrites the file it came from."""
     if jtype is None or jtype.allow is None:
         return body

@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from spool.catalog import Catalog
 from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
 from spool.files import list_names

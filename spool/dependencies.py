@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from spool.catalog import Catalog
 from spool.errors import InvalidInput, JobNotFound
@@ -42,10 +42,10 @@ class Verdict(NamedTuple):
     fate: str  # "completed", "cancelled", "dead (failed)", "pending", "missing", ...
 
 
-def dependencies(body: dict) -> tuple[tuple[str, str], ...]:
+def dependencies(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The (kind, id) pairs of a job body, `after` first; items that are not ids are skipped
     (a hand-made file: `normalize` rejects them at the claim)."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for kind in KINDS:
         deps = body.get(kind)
         if isinstance(deps, list):
@@ -86,7 +86,7 @@ def never_reason(kind: str, dep: str, fate: str) -> str:
             "so this job can never run")
 
 
-def require_known(catalog: Catalog, body: dict, also: Iterable[str] = ()) -> None:
+def require_known(catalog: Catalog, body: dict[str, Any], also: Iterable[str] = ()) -> None:
     """JobNotFound naming the first dependency of any kind that is no job in any state
     (DESIGN §12: submit rejects an unknown dependency); `also`: ids of the same batch."""
     batch = set(also)

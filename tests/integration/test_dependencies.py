@@ -98,7 +98,7 @@ def test_after_any_waits_while_its_dependency_runs(spool):
     burst(spool)
     assert set(state_files(spool)["pending"]) == {first, later}
     listed = json.loads(cli(spool, "explain", later, "--json"))
-    gate = [g for g in listed["gates"] if g["gate"] == "after"][0]
+    gate = next(g for g in listed["gates"] if g["gate"] == "after")
     assert gate["verdict"] == "waiting" and "after_any" in gate["detail"]
     assert f"after_any {first}" in cli(spool, "ls", "pending")
     cli(spool, "cancel", first)
@@ -133,7 +133,7 @@ def test_submit_many_may_name_a_batchmate(spool):
 def test_purged_dependency_blocks_until_cancelled(spool):
     first = cli(spool, "submit", "noop")
     second = cli(spool, "submit", "noop", "--after-any", first, "--delay", "2s")
-    third = cli(spool, "submit", "noop", "--delay", "2s")
+    cli(spool, "submit", "noop", "--delay", "2s")  # due with it, and runs
     burst(spool)
     assert state_files(spool)["done"] == [first]
     cli(spool, "purge", "done", "--yes")
@@ -163,7 +163,7 @@ def test_events_carry_the_uid_of_worker_cli_and_reaper(spool):
     # a lost attempt, so that the reaper writes an event of its own
     (spool / "processing" / "gone").mkdir()
     lost = cli(spool, "submit", "noop", "--id", "lostjob")
-    pending = [n for n in os.listdir(spool / "pending") if n.endswith("-lostjob.json")][0]
+    pending = next(n for n in os.listdir(spool / "pending") if n.endswith("-lostjob.json"))
     os.rename(spool / "pending" / pending, spool / "processing" / "gone" / "lostjob.1.json")
     held = spool / "processing" / "gone" / "lostjob.1.json"
     wait_until(lambda: cli(spool, "reap", "--once", host="r") is not None
