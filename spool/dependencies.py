@@ -92,6 +92,9 @@ def require_known(catalog: Catalog, body: dict[str, Any], also: Iterable[str] = 
     batch = set(also)
     for kind, dep in dependencies(body):
         dep = validate_id(dep, kind)
+        if dep == body.get("id"):
+            raise InvalidInput(f"dependency {dep!r} ({kind}) is the job itself: it would wait "
+                               "forever")
         if dep in batch or catalog.locate(dep) is not None \
                 or os.path.lexists(catalog.layout.root / "held" / f"{dep}.json"):
             continue

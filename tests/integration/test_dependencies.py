@@ -13,7 +13,7 @@ import pytest
 from conftest import CONFIG, make_spool, read_job, spool_cli, state_files, wait_until
 
 from spool import Spool
-from spool.errors import JobNotFound
+from spool.errors import InvalidInput, JobNotFound
 
 CHAIN_CONFIG = CONFIG + """
 [jobs.build]
@@ -121,6 +121,14 @@ def test_submit_with_an_unknown_dependency_writes_nothing(spool, option):
     with pytest.raises(JobNotFound, match="nosuchjob"):
         Spool(spool).submit_many([{"job": "noop"}, {"job": "noop", keyword: ["nosuchjob"]}])
     assert state_files(spool)["pending"] == [known]
+
+
+def test_a_job_cannot_wait_for_itself(spool):
+    out = spool_cli(spool, "submit", "noop", "--id", "me", "--after-any", "me")
+    assert out.returncode == 2 and "'me' (after_any) is the job itself" in out.stderr
+    with pytest.raises(InvalidInput):
+        Spool(spool).submit_many([{"job": "noop", "id": "me", "after": ["me"]}])
+    assert state_files(spool)["pending"] == []
 
 
 def test_submit_many_may_name_a_batchmate(spool):
