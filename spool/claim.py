@@ -80,27 +80,31 @@ class PendingView:
         self.names: list[str] = []
         self.drops: dict[str, None] = {}  # an ordered set: a burst of thousands stays cheap
         self.info: dict[str, JobInfo] = {}
+        self.ids: set[str] = set()  # of `names`: is a dependency pending? (spool.dependencies)
         self.refreshed_at = float("-inf")
 
     def refresh(self, monotonic_now: float) -> None:
-        names, drops = [], []
+        names, drops, ids = [], [], set()
         for name in list_names(self.store.layout.pending):
-            if parse_pending_name(name):
+            if parsed := parse_pending_name(name):
                 names.append(name)
+                ids.add(parsed.id)
             elif not is_temporary_name(name):
                 drops.append(name)
         names.sort()
         self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
+        self.ids = ids
         if self.info:
             present = set(names)
             self.info = {n: i for n, i in self.info.items() if n in present}
 
     def add(self, name: str) -> None:
         """A name reported by inotify."""
-        if parse_pending_name(name):
+        if parsed := parse_pending_name(name):
             index = bisect.bisect_left(self.names, name)
             if index == len(self.names) or self.names[index] != name:
                 self.names.insert(index, name)
+                self.ids.add(parsed.id)
         elif not is_temporary_name(name):
             self.drops[name] = None
 
@@ -108,6 +112,8 @@ class PendingView:
         index = bisect.bisect_left(self.names, name)
         if index < len(self.names) and self.names[index] == name:
             del self.names[index]
+            if parsed := parse_pending_name(name):
+                self.ids.discard(parsed.id)
         self.info.pop(name, None)
 
     def due(self, now: datetime) -> Iterator[str]:
@@ -176,7 +182,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     claimed: list[Claimed] = []
     host_dir = store.layout.host_processing(store.host)
     free = ledger.free
-    deps = DependencyPass(store, view.names)
+    deps = DependencyPass(store, view.ids)
     complete = True  # every due job looked at: a blocked one not seen has left pending/
     for name in view.due(now):
         if free <= 0 or len(claimed) >= limit:

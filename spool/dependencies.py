@@ -106,12 +106,11 @@ class DependencyPass:
     """The dependencies one claim pass looks at, each judged once (call under the host lock:
     `finish` writes the ledger's `blocked`)."""
 
-    def __init__(self, store: Store, pending_names: list[str]) -> None:
+    def __init__(self, store: Store, pending_ids: set[str]) -> None:
         self.store = store
-        self.pending_names = pending_names
+        self.pending_ids = pending_ids  # the ids of the claimer's view of pending/
         self.memo: dict[tuple[str, str], Verdict] = {}
         self.fates: dict[str, tuple[str, str | None] | None] = {}
-        self._pending: set[str] | None = None
         self._processing: set[str] | None = None
         self._listed: set[str] | None = None
         self.blocked: dict[str, str] = {}  # job id -> its missing dependency
@@ -124,6 +123,7 @@ class DependencyPass:
         for kind, dep in deps:
             verdict = self.verdict(kind, dep)
             if verdict.verdict == "never":
+                self.blocked.pop(job_id, None)  # it ends now: never journalled as blocked
                 return "never", never_reason(kind, dep, verdict.fate)
             if verdict.verdict == "missing" and result[0] != "blocked":
                 self.blocked[job_id] = dep
@@ -153,10 +153,8 @@ class DependencyPass:
         return judge(kind, fate) if fate is not None else Verdict("missing", "missing")
 
     def _live(self, dep: str) -> bool:
-        """Whether `dep` stands in pending/ (the view's names), processing/ or held/."""
-        if self._pending is None:
-            self._pending = {p.id for n in self.pending_names if (p := parse_pending_name(n))}
-        if dep in self._pending:
+        """Whether `dep` stands in pending/ (the view's ids), processing/ or held/."""
+        if dep in self.pending_ids:
             return True
         if os.path.lexists(self.store.layout.root / "held" / f"{dep}.json"):
             return True
@@ -194,4 +192,4 @@ class DependencyPass:
 
 def check_dependencies(store: Store, deps: tuple[tuple[str, str], ...]) -> bool:
     """Whether every dependency is met now (for a burst worker deciding whether to wait)."""
-    return DependencyPass(store, []).check("", deps)[0] == "met"
+    return DependencyPass(store, set()).check("", deps)[0] == "met"
