@@ -202,7 +202,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             ledger.unfit[job_id] = info.slots
             continue
         if info.after:
-            verdict, reason = deps.check(job_id, info.after)
+            verdict, reason = deps.check(job_id, info.after, store.layout.pending / name)
             if reason is not None and end_unrunnable(store, name, reason, now):
                 view.remove(name)
             if verdict != "met":

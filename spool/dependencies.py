@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from spool.catalog import Catalog
@@ -116,8 +117,11 @@ class DependencyPass:
         self.blocked: dict[str, str] = {}  # job id -> its missing dependency
         self.seen: set[str] = set()
 
-    def check(self, job_id: str, deps: tuple[tuple[str, str], ...]) -> tuple[str, str | None]:
-        """("met" | "waiting" | "blocked" | "never", the reason a `never` job ends with)."""
+    def check(self, job_id: str, deps: tuple[tuple[str, str], ...],
+              path: Path | None = None) -> tuple[str, str | None]:
+        """("met" | "waiting" | "blocked" | "never", the reason a `never` job ends with).
+        `path`: the job's pending file, looked at once it seems blocked (the claimer's view
+        may still list a job that was cancelled: it must not stay blocked until a refresh)."""
         self.seen.add(job_id)
         result: tuple[str, str | None] = ("met", None)
         for kind, dep in deps:
@@ -130,6 +134,10 @@ class DependencyPass:
                 result = ("blocked", None)
             elif verdict.verdict == "waiting" and result[0] == "met":
                 result = ("waiting", None)
+        if result[0] == "blocked" and path is not None and not os.path.lexists(path):
+            self.seen.discard(job_id)
+            del self.blocked[job_id]
+            return "waiting", None
         return result
 
     def verdict(self, kind: str, dep: str) -> Verdict:

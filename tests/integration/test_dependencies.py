@@ -10,7 +10,15 @@ import pwd
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG, make_spool, read_job, spool_cli, state_files, wait_until
+from conftest import (
+    CONFIG,
+    make_spool,
+    read_job,
+    spool_cli,
+    start_cli,
+    state_files,
+    wait_until,
+)
 
 from spool import Spool
 from spool.errors import InvalidInput, JobNotFound
@@ -183,3 +191,33 @@ def test_events_carry_the_uid_of_worker_cli_and_reaper(spool):
     assert any(e["host"] == "r" and e["id"] == lost for e in every)
     human = cli(spool, "events", "--id", job)
     assert f"user={pwd.getpwuid(os.geteuid()).pw_name}" in human
+
+
+def drop(spool: Path, name: str, body: dict) -> None:
+    (spool / "pending" / f".{name}").write_text(json.dumps(body))
+    os.rename(spool / "pending" / f".{name}", spool / "pending" / f"{name}.json")
+
+
+def blocked_now(spool: Path) -> list[str]:
+    return json.loads(cli(spool, "status", "--json"))["blocked"]
+
+
+def test_a_running_worker_blocks_and_unblocks(spool, tmp_path):
+    worker = start_cli(spool, "worker", "--capacity", "2", host="w", log=tmp_path / "w.log")
+    try:
+        drop(spool, "cancelled", {"id": "cancelled", "job": "noop", "after": ["ghost1"]})
+        drop(spool, "revived", {"id": "revived", "job": "noop", "after_failed": ["ghost2"]})
+        wait_until(lambda: blocked_now(spool) == ["cancelled", "revived"], 30, "both blocked")
+        cli(spool, "cancel", "cancelled")
+        wait_until(lambda: blocked_now(spool) == ["revived"], 30, "the cancelled one unblocked")
+        # its dependency comes back (a job under that id), and then fails: the dependent runs
+        cli(spool, "submit", "fail", "--id", "ghost2", "--max-attempts", "1", "--delay", "1s")
+        wait_until(lambda: (spool / "done" / "revived.json").exists(), 60, "revived to run")
+        assert read_job(spool, "done", "revived")["outcome"] == "completed"
+        assert blocked_now(spool) == []
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    for job_id in ("cancelled", "revived"):
+        kinds = [e["event"] for e in events(spool, "--id", job_id)]
+        assert kinds.count("block") == 1 and kinds.count("unblock") == 1, kinds
