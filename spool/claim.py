@@ -182,7 +182,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     claimed: list[Claimed] = []
     host_dir = store.layout.host_processing(store.host)
     free = ledger.free
-    deps = DependencyPass(store, view.ids)
+    deps = DependencyPass(store, view.ids, ledger.blocked.values())
     complete = True  # every due job looked at: a blocked one not seen has left pending/
     for name in view.due(now):
         if free <= 0 or len(claimed) >= limit:
@@ -203,7 +203,8 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             continue
         if info.after:
             verdict, reason = deps.check(job_id, info.after, store.layout.pending / name)
-            if reason is not None and end_unrunnable(store, name, reason, now):
+            ended = reason is not None and end_unrunnable(store, name, reason, now)
+            if ended or verdict == "gone":
                 view.remove(name)
             if verdict != "met":
                 continue

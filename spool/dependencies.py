@@ -107,9 +107,11 @@ class DependencyPass:
     """The dependencies one claim pass looks at, each judged once (call under the host lock:
     `finish` writes the ledger's `blocked`)."""
 
-    def __init__(self, store: Store, pending_ids: set[str]) -> None:
+    def __init__(self, store: Store, pending_ids: set[str],
+                 known_missing: Iterable[str] = ()) -> None:
         self.store = store
         self.pending_ids = pending_ids  # the ids of the claimer's view of pending/
+        self.known_missing = set(known_missing)  # found missing by an earlier pass
         self.memo: dict[tuple[str, str], Verdict] = {}
         self.fates: dict[str, tuple[str, str | None] | None] = {}
         self._processing: set[str] | None = None
@@ -119,9 +121,9 @@ class DependencyPass:
 
     def check(self, job_id: str, deps: tuple[tuple[str, str], ...],
               path: Path | None = None) -> tuple[str, str | None]:
-        """("met" | "waiting" | "blocked" | "never", the reason a `never` job ends with).
-        `path`: the job's pending file, looked at once it seems blocked (the claimer's view
-        may still list a job that was cancelled: it must not stay blocked until a refresh)."""
+        """("met" | "waiting" | "blocked" | "never" | "gone", the reason a `never` job ends
+        with). `path`: the job's pending file, looked at once it seems blocked: the claimer's
+        view may still list a job that was cancelled ("gone": drop it from the view)."""
         self.seen.add(job_id)
         result: tuple[str, str | None] = ("met", None)
         for kind, dep in deps:
@@ -137,7 +139,7 @@ class DependencyPass:
         if result[0] == "blocked" and path is not None and not os.path.lexists(path):
             self.seen.discard(job_id)
             del self.blocked[job_id]
-            return "waiting", None
+            return "gone", None
         return result
 
     def verdict(self, kind: str, dep: str) -> Verdict:
@@ -172,8 +174,9 @@ class DependencyPass:
         if dep in self._processing:
             return True
         # the view is a hint: a dependency submitted or requeued since its refresh is only in
-        # a fresh listing, taken once per pass and only when some dependency looks missing
-        return dep in self._listing()
+        # a fresh listing, taken once per pass when a dependency first looks missing (one
+        # already known missing is left to the view, or every pass would list pending/)
+        return dep not in self.known_missing and dep in self._listing()
 
     def _listing(self) -> set[str]:
         if self._listed is None:
