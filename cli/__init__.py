@@ -83,4 +83,4 @@ def run() -> None:
     sys.exit(main())
 
 
-from spool.cli import admin, daemons, fsck, inspect, jobs  # noqa: E402,F401  (each module adds its commands)
+from spool.cli import admin, daemons, flow, fsck, inspect, jobs  # noqa: E402,F401  (each module adds its commands)

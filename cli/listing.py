@@ -13,6 +13,7 @@ from spool.api import Spool
 from spool.dependencies import KINDS, judge, terminal_fate
 from spool.job import Job
 from spool.jsonvalues import printable
+from spool.pause import read_pauses
 from spool.timeutil import parse_time
 
 HEADER = ["ID", "STATE", "JOB", "ATTEMPT", "HOST", "AGE", "OUTCOME", "INFO"]
@@ -58,6 +59,8 @@ def clip(text: str, width: int = INFO_WIDTH) -> str:
 
 def info(sp: Spool, job: Job, now: datetime) -> str:
     """Why a pending job is not running, or the error of a finished one."""
+    if job.state == "held":
+        return "held"
     if job.state == "pending":
         if job.run_at is not None and job.run_at > now:
             return f"due in {ago((job.run_at - now).total_seconds())}"
@@ -69,7 +72,7 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                     return f"{kind} {dep} (it ended {verdict.fate}: can never run)"
                 if not verdict or verdict.verdict != "met":
                     return f"{kind} {dep}"
-        return "-"
+        return "paused" if read_pauses(sp.store).job(job.job) else "-"
     if job.state == "processing":
         return "-"
     return job.error or "-"

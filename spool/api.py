@@ -50,6 +50,14 @@ def unreadable_body(state: str, path: Path, exc: Exception) -> dict:
     return {"id": job_id, "unreadable": True, "error": f"cannot read {path}: {problem}"}
 
 
+def _names(values: Iterable[str | Iterable[str]]) -> tuple[str, ...]:
+    """Names given one by one or as lists, flattened: `pause("a", ["b", "c"])`."""
+    flat: list[str] = []
+    for value in values:
+        flat.extend([value] if isinstance(value, str) else value)
+    return tuple(flat)
+
+
 def _warn_stderr(message: str) -> None:
     print(f"Warning: {message}", file=sys.stderr)
 
@@ -282,6 +290,52 @@ class Spool:
             except (JobNotFound, Conflict):
                 continue
         return done
+
+    def hold(self, job_id: str) -> None:
+        """Move a pending job to held/ (workers never look there); Conflict if not pending."""
+        from spool.flow import hold
+
+        hold(self.store, validate_id(job_id), self.clock())
+
+    def release(self, job_id: str) -> None:
+        """Put a held job back into pending/ with its priority and due time; Conflict if not
+        held."""
+        from spool.flow import release
+
+        release(self.store, validate_id(job_id), self.clock())
+
+    def pause(self, *jobs: str | Iterable[str], host: str | Iterable[str] = (),
+              schedule: str | Iterable[str] = (), all: bool = False) -> dict[str, bool]:
+        """Stop claiming jobs of these types (anywhere), anything on `host`, or anything at
+        all, and stop firing `schedule`; each takes one name or several. Returns marker ->
+        whether this call paused it (False: it was paused already)."""
+        from spool.pause import markers_for, pause
+
+        markers = markers_for(self.config, _names(jobs), _names([host]), _names([schedule]),
+                              all)
+        return pause(self.store, markers, self.clock())
+
+    def resume(self, *jobs: str | Iterable[str], host: str | Iterable[str] = (),
+               schedule: str | Iterable[str] = (), all: bool = False) -> dict[str, bool]:
+        """Undo `pause`; marker -> whether this call resumed it (False: it was not paused)."""
+        from spool.pause import markers_for, resume
+
+        markers = markers_for(self.config, _names(jobs), _names([host]), _names([schedule]),
+                              all)
+        return resume(self.store, markers, self.clock())
+
+    def paused(self) -> list[str]:
+        """The pause markers in force (`job.NAME`, `host.NAME`, `schedule.NAME`, `all`)."""
+        from spool.pause import read_pauses
+
+        return sorted(read_pauses(self.store).markers)
+
+    def fire(self, schedule: str, force: bool = False) -> str:
+        """Enqueue one fire of a schedule now (`SCHEDULE@manual.STAMP`); its id.
+        ScheduleNotFound, or Conflict when paused or a fire is still active (unless force)."""
+        from spool.flow import fire
+
+        return fire(self, schedule, force)
 
     def purge(self, state: str, older_than: float | timedelta | str | None = None,
               *, dry_run: bool = False) -> list[str]:

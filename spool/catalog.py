@@ -61,9 +61,9 @@ class Catalog:
     def find_copy(self, job_id: str, exclude: Path | None = None,
                   pending_ids: set[str] | None = None) -> Located | None:
         """A copy of the job other than `exclude`, in any state directory (DESIGN §3 rule 5,
-        §7: ids are unique across every state). `pending_ids`, when given, stands in for a
-        listing of pending/ (a pass over many drops lists it once)."""
-        for state in ("done", "dead"):
+        §7: ids are unique across every state, held/ included). `pending_ids`, when given,
+        stands in for a listing of pending/ (a pass over many drops lists it once)."""
+        for state in ("done", "dead", "held"):
             other = self.layout.state_dir(state) / f"{job_id}.json"
             if os.path.lexists(other):
                 return Located(state, other)

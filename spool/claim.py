@@ -42,6 +42,7 @@ class JobInfo(NamedTuple):
     valid: bool
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
     mtime_ns: int | None = None  # from another claimer's, which made the mtime fresh
+    job: str = ""  # the job type, for pauses
 
 
 @dataclass
@@ -148,7 +149,8 @@ class PendingView:
             jtype = self.store.config.job_type(body.get("job") or "")
             default = jtype.slots if jtype else self.store.config.defaults.slots
             info = JobInfo(_int(body.get("slots"), default), dependencies(body),
-                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns)
+                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns,
+                           str(body.get("job") or ""))
         except FileNotFoundError:
             return None
         except (OSError, InvalidInput):
@@ -177,8 +179,10 @@ def end_unrunnable(store: Store, name: str, reason: str, now: datetime) -> bool:
 
 
 def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
-              worker_pid: int, limit: int) -> list[Claimed]:
-    """Claim due jobs that fit the free slots, in order; call under the host lock."""
+              worker_pid: int, limit: int,
+              paused: frozenset[str] = frozenset()) -> list[Claimed]:
+    """Claim due jobs that fit the free slots, in order; call under the host lock. Jobs of
+    the `paused` types stay pending (the caller read the pauses once for this pass)."""
     claimed: list[Claimed] = []
     host_dir = store.layout.host_processing(store.host)
     free = ledger.free
@@ -200,6 +204,8 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             continue
         if info.slots > ledger.capacity:
             ledger.unfit[job_id] = info.slots
+            continue
+        if info.job in paused:
             continue
         if info.after:
             verdict, reason = deps.check(job_id, info.after, store.layout.pending / name)

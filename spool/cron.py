@@ -5,6 +5,9 @@ the fire is then recorded by a marker `cron/SCHEDULE@STAMP` (also link(2)) that 
 purge of the job, so a late daemon can never enqueue a fire that already ran. Each daemon keeps
 its own "checked up to" time per schedule in `cron/state.<host>.json`; a schedule seen for the
 first time starts from now (no backfill before it was known, or before `start_at`).
+A paused schedule (`paused/schedule.NAME` or `paused/all`, DESIGN §12) fires nothing: each fire
+that falls due meanwhile is logged and recorded as skipped by its marker, so no daemon catches
+it up after `resume`. A manual fire (`spool fire`, `spool.flow`) is `SCHEDULE@manual.STAMP`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from spool.api import Spool
 from spool.config import Schedule
 from spool.errors import Conflict, InvalidInput, SpoolError
 from spool.files import discard, list_names, read_state, replace_file
+from spool.pause import Pauses, read_pauses
 from spool.schedules import due_fires, next_fire
+from spool.store import Store
 from spool.timeutil import format_time, parse_time
 
 log = logging.getLogger("spool.cron")
@@ -39,6 +44,34 @@ def after_id(schedule: str, upstream: str) -> str:
     return job_id
 
 
+def active_fire(store: Store, schedule: str) -> str | None:
+    """The id of a pending or running job of `schedule` (what `overlap = "skip"` waits on)."""
+    prefix = f"{schedule}@"
+    for name in list_names(store.layout.pending):
+        if name[26:].startswith(prefix):
+            return name[26:-5]
+    for path in store.processing_paths():
+        if path.name.startswith(prefix):
+            return path.name.rsplit(".", 2)[0]
+    return None
+
+
+def last_completed(store: Store, schedule: str) -> str | None:
+    """`finished_at` of the latest completed job of `schedule` among its newest 50 in done/."""
+    prefix = f"{schedule}@"
+    names = sorted((n for n in store.terminal_names("done") if n.startswith(prefix)),
+                   reverse=True)
+    best = None
+    for name in names[:50]:
+        try:
+            body = store.read(store.layout.done / name)
+        except (OSError, SpoolError):
+            continue
+        if body.get("outcome") == "completed" and (best is None or body["finished_at"] > best):
+            best = body["finished_at"]
+    return best
+
+
 class Cron:
     """The tick daemon's state and one `step(now)`."""
 
@@ -48,6 +81,7 @@ class Cron:
         self.state_path = self.store.layout.cron / f"state.{spool.host}.json"
         self.checked: dict[str, str] = self._load()
         self.seen_upstream: set[str] = set()
+        self.pauses = Pauses()
 
     def _load(self) -> dict[str, str]:
         try:
@@ -58,6 +92,7 @@ class Cron:
     def step(self, now: datetime) -> list[str]:
         """Enqueue every due fire; returns the ids enqueued by this daemon."""
         enqueued: list[str] = []
+        self.pauses = read_pauses(self.store)  # one listing of paused/ per step
         for name, sched in self.spool.config.schedules.items():
             try:
                 if sched.after:
@@ -89,12 +124,17 @@ class Cron:
         marker = self.store.layout.cron / job_id
         if os.path.lexists(marker):
             return False
-        if sched.overlap == "skip" and (active := self._active(sched.name)):
+        if self.pauses.schedule(sched.name):
+            log.info("skip %s (fire time %s): schedule %s is paused", job_id,
+                     format_time(fire), sched.name)
+            self._mark(marker, {"id": job_id, "skipped": "schedule paused"})
+            return False
+        if sched.overlap == "skip" and (active := active_fire(self.store, sched.name)):
             log.info("skip %s: previous fire %s is still active", job_id, active)
             self._mark(marker, {"id": job_id, "skipped": f"{active} still active"})
             return False
         meta = {"schedule": sched.name, "fire_time": format_time(fire),
-                "last_completed_at": self._last_completed(sched.name)}
+                "last_completed_at": last_completed(self.store, sched.name)}
         if upstream:
             meta["upstream"] = upstream
         try:
@@ -115,31 +155,6 @@ class Cron:
             pass
         finally:
             discard(staged)
-
-    def _active(self, schedule: str) -> str | None:
-        prefix = f"{schedule}@"
-        for name in list_names(self.store.layout.pending):
-            if name[26:].startswith(prefix):
-                return name[26:-5]
-        for path in self.store.processing_paths():
-            if path.name.startswith(prefix):
-                return path.name.rsplit(".", 2)[0]
-        return None
-
-    def _last_completed(self, schedule: str) -> str | None:
-        prefix = f"{schedule}@"
-        names = sorted((n for n in self.store.terminal_names("done") if n.startswith(prefix)),
-                       reverse=True)
-        best = None
-        for name in names[:50]:
-            try:
-                body = self.store.read(self.store.layout.done / name)
-            except (OSError, SpoolError):
-                continue
-            if body.get("outcome") == "completed" and (best is None or
-                                                       body["finished_at"] > best):
-                best = body["finished_at"]
-        return best
 
     def _after_step(self, sched: Schedule, now: datetime) -> list[str]:
         first_seen = self.checked.setdefault(sched.name, format_time(now))

@@ -21,7 +21,7 @@ from spool.claim import try_lock_orphan
 from spool.config import load_config
 from spool.errors import SpoolError
 from spool.files import discard, stage
-from spool.layout import SUBDIRS
+from spool.layout import OPTIONAL_DIRS, SUBDIRS
 from spool.mounts import PROC_MOUNTS, Mount, is_network_fs, mount_for
 from spool.units import check_worker_unit
 
@@ -57,6 +57,8 @@ def broken_layout(root: Path) -> list[tuple[str, str]]:
         try:
             mode = os.lstat(root / sub).st_mode
         except FileNotFoundError:
+            if sub in OPTIONAL_DIRS:
+                continue  # an older spool: hold and pause create it when first used
             broken.append((sub, "is missing: 'spool init' recreates missing directories"))
             continue
         except OSError as exc:
@@ -83,7 +85,8 @@ def _kind(mode: int) -> str:
 def _layout(sp: Spool, broken: list[tuple[str, str]]) -> list[Finding]:
     if broken:
         return [("FAIL", f"layout: {sp.path / sub} {problem}") for sub, problem in broken]
-    unwritable = [sub for sub in SUBDIRS if not os.access(sp.path / sub, os.W_OK | os.X_OK)]
+    unwritable = [sub for sub in SUBDIRS if not os.access(sp.path / sub, os.W_OK | os.X_OK)
+                  and (sub not in OPTIONAL_DIRS or os.path.lexists(sp.path / sub))]
     if unwritable:
         return [("FAIL", f"permissions: cannot write {', '.join(unwritable)} in {sp.path}: "
                  "give this user write access (or use 'spool init --group')")]

@@ -45,3 +45,9 @@ class WaitTimeout(SpoolError, TimeoutError):
 
 class Cancel(Exception):
     """Raised by a handler to end its job as cancelled."""
+
+
+class ScheduleNotFound(SpoolError):
+    """No schedule of this name is declared in spool.toml."""
+
+    exit_code = 3

@@ -3,8 +3,8 @@
 A pending (or held) job passes its gates in claim order — due time, each `after` dependency,
 pause, limits, slots against each host's capacity, hold — and each gate gives a verdict:
 `ok` (passed), `waiting` (will pass by itself), `blocked` (will not pass as things stand: an
-operator must act) or `never` (can never pass: the worker ends the job as cancelled). Pause and
-limits are not built yet: their gates say "none"; each is one function in `GATES`, so the
+operator must act) or `never` (can never pass: the worker ends the job as cancelled). Limits
+are not built yet: their gate says "none"; each gate is one function in `GATES`, so the
 real checks slot in there. A running job shows its host, worker, attempt, runtime and
 heartbeat age; a finished one its outcome, error and attempts. Everything here is a reading:
 listings are hints (DESIGN §10) and the answer may be stale by the time it is printed.
@@ -25,6 +25,7 @@ from spool.errors import InvalidInput, JobNotFound
 from spool.files import list_names, read_state
 from spool.job import Job
 from spool.layout import parse_pending_name, parse_processing_name, validate_id
+from spool.pause import read_pauses
 from spool.timeutil import (
     format_time,
     human_duration,
@@ -163,7 +164,19 @@ def after_gates(catalog: Catalog, job: Job, now: datetime,
 
 def pause_gate(catalog: Catalog, job: Job, now: datetime,
                ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
-    return [Gate("pause", "ok", "none (pause is not built yet)")]
+    pauses = read_pauses(catalog)
+    if pauses.all:
+        return [Gate("pause", "blocked", "everything is paused: `spool resume --all`", "all")]
+    if pauses.job(job.job):
+        return [Gate("pause", "blocked", f"job type {job.job} is paused: `spool resume "
+                     f"{job.job}`", f"job.{job.job}")]
+    hosts = sorted(pauses.names("host"))
+    if hosts and ledgers and all(pauses.host(h) for h in ledgers):
+        return [Gate("pause", "blocked", f"every host is paused ({', '.join(hosts)}): "
+                     "`spool resume --host H`", f"host.{hosts[0]}")]
+    if hosts:
+        return [Gate("pause", "ok", f"not paused (hosts paused: {', '.join(hosts)})")]
+    return [Gate("pause", "ok", "not paused")]
 
 
 def limit_gates(catalog: Catalog, job: Job, now: datetime,

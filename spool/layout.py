@@ -20,10 +20,11 @@ from typing import NamedTuple
 from spool.errors import InvalidInput, SpoolMissing
 from spool.timeutil import DUE_LENGTH, due_stamp, parse_due
 
-STATES = ("pending", "processing", "done", "dead")
+STATES = ("pending", "held", "processing", "done", "dead")
 TERMINAL_STATES = ("done", "dead")
 SUBDIRS = ("tmp", "pending", "processing", "done", "dead", "hosts", "logs", "cancel",
-           "unique", "cron", "events")
+           "unique", "cron", "events", "held", "paused")
+OPTIONAL_DIRS = ("held", "paused")  # made on first use too: spools made before them lack them
 CONFIG_NAME = "spool.toml"
 DAEMON_ONLY_DIRS = ("processing", "hosts", "events")
 

@@ -20,7 +20,8 @@ def cancel(store: Store, job_id: str, now: datetime) -> str:
             store.request_cancel(job_id)
             return "requested"
         body = {**body, "outcome": "cancelled", "finished_at": format_time(now)}
-        if store.cancel_pending(job.path.name, body, now):
+        if (job.state == "held" and store.cancel_held(body, now)) or \
+                (job.state == "pending" and store.cancel_pending(job.path.name, body, now)):
             store.journal.record(now, "cancel", job_id, host=store.host)
             return "cancelled"
     raise Conflict(f"job {job_id!r} kept moving while being cancelled; try again")

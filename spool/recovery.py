@@ -6,7 +6,8 @@ Leftovers are recognised by name alone (`layout.parse_tmp_name` for tmp/):
   already has another copy in a state directory this one is set aside, never run again;
   otherwise the attempt ended `lost` and the job is requeued with backoff or buried;
 - a hold `tmp/VERB,HOST,PID,RAND,ID.N` of a dead process: if the job already stands in a state
-  directory the hold is a leftover copy and goes; otherwise the move is finished;
+  directory the hold is a leftover copy and goes; otherwise the move is finished (a `hold`
+  into held/, a `release` into pending/ with its own due time);
 - a staged outcome whose commit happened but whose fill did not is filled; one whose attempt
   is gone is dropped once its writer is gone.
 A staged file that does not parse is treated as absent, never renamed over a body. Holds and
@@ -212,6 +213,12 @@ def _resolve_hold(store: Store, hold: Path, parts: TmpName, now: datetime) -> No
         body = normalize(store.read(hold), store.config, now, job_id)
     except InvalidInput as exc:
         store.reject(hold, invalid_record(job_id, f"held file is unreadable: {exc}", now), now)
+        return
+    if parts.verb == "hold":  # an operator's hold cut short: finish it, due time kept
+        store.complete_hold(hold, body)
+        return
+    if parts.verb == "release":  # back to pending/ with its own priority and due time
+        store.requeue_hold(hold, body, now, "release")
         return
     attempt = (parts.subject or "").rpartition(".")[2]
     if parts.verb == "requeue" and attempt.isdigit() and int(attempt) > 0:

@@ -9,6 +9,7 @@ from spool.config import Schedule
 from spool.errors import InvalidInput
 from spool.files import list_names, read_state
 from spool.layout import parse_pending_name, parse_processing_name
+from spool.pause import read_pauses
 from spool.schedules import next_fire
 from spool.store import Store
 from spool.timeutil import due_stamp, format_time, parse_due
@@ -44,8 +45,8 @@ def status(store: Store, now: datetime) -> dict:
         "schedules": [{"name": name, "next_fire": _fire(sched, now)}
                       for name, sched in sorted(store.config.schedules.items())],
         # DESIGN §8's shape, filled in as hold, pause, limits and explain arrive
-        "held": 0,
-        "paused": [],
+        "held": len(store.terminal_names("held")),
+        "paused": sorted(read_pauses(store).markers),
         "limits": [],
         "blocked": blocked,
     }
@@ -116,6 +117,12 @@ def format_status(doc: dict) -> str:
     if doc["blocked"]:
         lines.append("blocked (a dependency is missing; see 'spool explain ID'): "
                      + ", ".join(doc["blocked"]))
+    if doc.get("held"):
+        lines.append(f"held       {doc['held']} (spool ls held; spool release ID)")
+    if doc.get("paused"):
+        lines.append("paused     " + ", ".join(doc["paused"]) + " (spool resume ...)")
+    paused = set(doc.get("paused") or ())
     for s in doc["schedules"]:
-        lines.append(f"schedule   {s['name']:<16} next {s['next_fire'] or 'after its upstream'}")
+        lines.append(f"schedule   {s['name']:<16} next {s['next_fire'] or 'after its upstream'}"
+                     + (" (paused)" if {"all", f"schedule.{s['name']}"} & paused else ""))
     return "\n".join(lines)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from spool.catalog import Catalog
 from spool.config import Config
-from spool.files import discard, file_mode, fsync_dir, list_names, stage, touch_marker
+from spool.files import (discard, file_mode, fsync_dir, list_names, make_dir, stage,
+                         touch_marker)
 from spool.job import encode
 from spool.journal import Journal
 from spool.layout import (attempt_subject, pending_name, processing_name, tmp_name)
@@ -43,6 +44,8 @@ MOVES: dict[str, tuple[str, str | None]] = {
     "bury": ("processing", "dead"),
     "requeue": ("processing", "pending"),
     "cancel": ("pending", "done"),
+    "hold": ("pending", "held"),
+    "release": ("held", "pending"),
     "retry": ("dead", "pending"),
     "purge": ("done", None),
 }
@@ -266,15 +269,7 @@ class Store(Catalog):
         then drop the hold."""
         staged = staged or self._stage(body)
         dest = self.layout.pending / self._pending_name(body)
-        try:
-            if not os.path.lexists(hold):  # another host's recovery took it while we stalled
-                raise OwnershipLost(f"{hold} was taken by another process")
-            os.rename(staged, dest)
-        except BaseException:
-            discard(staged)
-            raise
-        self._sync(dest.parent)
-        discard(hold)
+        self._move_staged(hold, staged, dest)
         self.journal.record(now, verb, body["id"], host=self.host, due=body["run_at"],
                             outcome=(body.get("history") or [{}])[-1].get("outcome"))
         return dest
@@ -298,6 +293,61 @@ class Store(Catalog):
         except OwnershipLost:
             return False
         return True
+
+    def cancel_held(self, body: dict, now: datetime) -> bool:
+        """Move a held job to done/ as cancelled; False when it moved meanwhile (released)."""
+        try:
+            self.finish(self.layout.held / f"{body['id']}.json", body, "done", now)
+        except OwnershipLost:
+            return False
+        return True
+
+    def hold_pending(self, name: str, body: dict, now: datetime) -> Path:
+        """Stage then move: a pending job goes to `held/ID.json` (DESIGN §12), keeping its
+        unique key. OwnershipLost when a worker claimed it (or another mover took it) first."""
+        job_id = body["id"]
+        make_dir(self.layout.held, self.mode)  # a spool made before held/ existed
+        staged = self._stage(body)
+        try:
+            hold = self.hold(self.layout.pending / name, "hold", job_id, 0)
+        except BaseException:
+            discard(staged)
+            raise
+        dest = self.complete_hold(hold, body, staged)
+        self.journal.record(now, "hold", job_id, host=self.host, due=body.get("run_at"),
+                            priority=body.get("priority"))
+        return dest
+
+    def complete_hold(self, hold: Path, body: dict, staged: str | None = None) -> Path:
+        """Second half of a hold (also recovery's): the body into held/, then drop the hold.
+        A copy already in held/ is never replaced: the hold goes back to pending/."""
+        staged = staged or self._stage(body)
+        dest = self.layout.held / f"{body['id']}.json"
+        if os.path.lexists(dest):
+            discard(staged)
+            os.rename(hold, self.layout.pending / self._pending_name(body))
+            raise OwnershipLost(f"{dest} already exists: the job stays pending")
+        self._move_staged(hold, staged, dest)
+        return dest
+
+    def _move_staged(self, hold: Path, staged: str, dest: Path) -> None:
+        """The move of *stage, then move*: the staged body becomes `dest` while the hold is
+        still ours, then the hold goes."""
+        try:
+            if not os.path.lexists(hold):  # another host's recovery took it while we stalled
+                raise OwnershipLost(f"{hold} was taken by another process")
+            os.rename(staged, dest)
+        except BaseException:
+            discard(staged)
+            raise
+        self._sync(dest.parent)
+        discard(hold)
+
+    def release_held(self, body: dict, now: datetime) -> Path:
+        """Stage then move: a held job returns to pending/ under its canonical name, with its
+        priority and due time. OwnershipLost when another mover took it first."""
+        source = self.layout.held / f"{body['id']}.json"
+        return self.requeue(source, body, now, verb="release", attempt=0)
 
     def request_cancel(self, job_id: str) -> None:
         """Leave `cancel/ID` for the worker running the job (a planted link is refused)."""

@@ -32,6 +32,7 @@ from spool.inotify import Watcher
 from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
 from spool.orphans import host_dir_ok, make_host_dir, recover_orphans
+from spool.pause import Pauses, read_pauses
 from spool.recovery import recover_holds
 from spool.timeutil import due_stamp, format_time, parse_due
 
@@ -64,6 +65,7 @@ class Worker:
         self.companions = companions or []
         self.watcher: Watcher | None = None
         self.hints: dict[tuple[str, object], object] = {}  # started_at of pruned entries
+        self.paused_seen = False  # the last claim pass found this host or job types paused
 
     @property
     def running(self) -> dict[str, Running]:
@@ -194,10 +196,13 @@ class Worker:
         self.view.refresh(time.monotonic())
         if self.adopt(now):
             return True
+        pauses = read_pauses(self.store)  # paused work does not keep a burst worker
+        if pauses.host(self.spool.host):
+            return False
         with self.ledger.locked() as ledger:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
-                if info and info.slots <= ledger.capacity and (
+                if info and info.slots <= ledger.capacity and not pauses.job(info.job) and (
                         not info.after or check_dependencies(self.store, info.after)):
                     return True
         return False
@@ -205,6 +210,9 @@ class Worker:
     def claim_and_start(self, now: datetime) -> None:
         """Claim what fits under the host lock, then start each claimed attempt."""
         usable = not self.attempts.unsettled and self.host_dir_ok()
+        pauses = read_pauses(self.store) if usable else Pauses()  # one listing per pass
+        self.paused_seen = pauses.host(self.spool.host) or bool(pauses.names("job"))
+        usable = usable and not pauses.host(self.spool.host)
         claimed: list[Claimed] = []
         try:
             with self._locked() as ledger:
@@ -213,7 +221,7 @@ class Worker:
                 # with nothing pending, a pass still runs to unblock what was blocked
                 if usable and ledger.free > 0 and (self.view.names or ledger.blocked):
                     claimed = claim_due(self.store, self.view, ledger, now, self.pid,
-                                        self.capacity or 1)
+                                        self.capacity or 1, pauses.names("job"))
         except OSError as exc:  # the ledger could not be saved (a full disk)
             if not claimed:
                 raise
@@ -275,7 +283,9 @@ class Worker:
             waits.append((parse_due(due) - now).total_seconds())
         if self.view.names and self.view.names[0][2:25] <= due_stamp(now):
             # due work but no free slot: another worker of this host holds them; look again
-            waits.append(min(self.config.defaults.poll, 0.05))
+            # (due work held back by a pause waits for a resume: a poll interval is enough)
+            waits.append(self.config.defaults.poll if self.paused_seen
+                         else min(self.config.defaults.poll, 0.05))
         if self.watcher is None or not self.view.names:
             waits.append(self.config.defaults.poll)
         return max(0.0, min(waits))
