@@ -152,3 +152,20 @@ def test_a_processing_file_planted_by_a_member_is_judged_by_its_owner(spool, tes
                "the planted job to be judged")
     state, result, error = outcome(spool, "planted")
     assert (state, result) == ("dead", "invalid") and f"owner {member2.name}" in error
+
+
+def test_hold_and_release_by_the_spools_user_keep_the_owner(spool, test_users):
+    member = test_users["member"]
+    out = run_as(member, spool, "submit", "deploy", "--delay", "1h")
+    assert out.returncode == 0, describe(out)
+    job_id = out.stdout.strip()
+    for verb in ("hold", "release"):  # root rewrites the file each time
+        assert spool_cli(spool, verb, job_id).returncode == 0
+    body = json.loads(spool_cli(spool, "show", job_id, "--json").stdout)
+    assert body["state"] == "pending" and body["owner"] == member.uid
+    pending = next((spool / "pending").glob(f"*-{job_id}.json"))
+    assert pending.stat().st_uid == 0
+    # due now: rename it to a due name, as `release` would after its delay
+    pending.rename(spool / "pending" / f"{EARLY}-{job_id}.json")
+    drain(spool)
+    assert outcome(spool, job_id)[:2] == ("done", "completed")
