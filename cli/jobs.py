@@ -88,12 +88,16 @@ def _clip(text: str | bytes | None, width: int = 60) -> str:
 @click.option("--timeout", type=DURATION, help="Per-attempt time limit.")
 @click.option("--max-attempts", type=int, help="Attempts before the job goes to dead/.")
 @click.option("--wait", "wait_for", is_flag=True, help="Wait for the job; exit as 'spool wait'.")
+@click.option("--limit", "limits", multiple=True, metavar="NAME[:KEY]",
+              help="Hold a token of this [limits.NAME] pool while running (added to the job "
+              "type's). Repeatable.")
 @click.pass_obj
 def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
            priority: int | None, delay: float | None, at: str | None, job_id: str | None,
            unique: str | None, after: tuple[str, ...], slots: int | None,
            timeout: float | None, max_attempts: int | None, wait_for: bool,
-           after_any: tuple[str, ...] = (), after_failed: tuple[str, ...] = ()) -> None:
+           limits: tuple[str, ...], after_any: tuple[str, ...] = (),
+           after_failed: tuple[str, ...] = ()) -> None:
     """Enqueue a JOB of a type declared in spool.toml; prints its id.
 
     ARGS_JSON is any JSON value ('-' reads it from stdin); -a adds keys to an object.
@@ -107,8 +111,8 @@ def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
     args = _args(args_json, pairs, sp.config.defaults.max_job_bytes)
     new_id = sp.submit(job, args, id=job_id, priority=priority, delay=delay,
                        at=at, unique=unique, after=after, slots=slots, timeout=timeout,
-                       max_attempts=max_attempts, after_any=after_any,
-                       after_failed=after_failed)
+                       max_attempts=max_attempts, limits=limits or None,
+                       after_any=after_any, after_failed=after_failed)
     click.echo(new_id)
     if wait_for:
         sys.exit(_wait_code([sp.wait(new_id)]))

@@ -14,6 +14,7 @@ from spool.dependencies import KINDS, judge, terminal_fate
 from spool.job import Job
 from spool.jsonvalues import printable
 from spool.pause import read_pauses
+from spool.limitgates import full_pool
 from spool.timeutil import parse_time
 
 HEADER = ["ID", "STATE", "JOB", "ATTEMPT", "HOST", "AGE", "OUTCOME", "INFO"]
@@ -72,7 +73,11 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                     return f"{kind} {dep} (it ended {verdict.fate}: can never run)"
                 if not verdict or verdict.verdict != "met":
                     return f"{kind} {dep}"
-        return "paused" if read_pauses(sp.store).job(job.job) else "-"
+        if read_pauses(sp.store).job(job.job):
+            return "paused"
+        pool = full_pool(sp.store, {"job": job.job, "args": job.args,
+                                    "limits": job.extra.get("limits")})
+        return f"limit {pool}" if pool else "-"
     if job.state == "processing":
         return "-"
     return job.error or "-"

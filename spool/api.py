@@ -136,6 +136,7 @@ class Spool:
               after: Iterable[str] = (), slots: int | None = None,
               timeout: float | timedelta | str | None = None, max_attempts: int | None = None,
               meta: dict | None = None, schedule: str | None = None,
+              limits: Iterable[str] | None = None,
               after_any: Iterable[str] = (), after_failed: Iterable[str] = ()) -> dict:
         """A validated job body, not yet written."""
         now = self.clock()
@@ -164,6 +165,8 @@ class Spool:
                 raw[key] = value
         if timeout is not None:
             raw["timeout"] = parse_duration(timeout, "timeout")
+        if limits is not None:
+            raw["limits"] = [limits] if isinstance(limits, str) else list(limits)
         job_id = validate_id(id) if id is not None else new_id(now)
         return normalize(raw, self.config, now, job_id)
 

@@ -16,7 +16,7 @@ import fcntl
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -26,6 +26,9 @@ from spool.errors import InvalidInput
 from spool.files import list_names
 from spool.layout import is_temporary_name, parse_pending_name
 from spool.ledger import Ledger
+from spool.limits import Limits, Token
+from spool.limitspec import PoolRef, pools_of
+from spool.parking import Parking, reopen_parked
 from spool.store import Store
 from spool.timeutil import due_stamp, format_time
 
@@ -43,6 +46,7 @@ class JobInfo(NamedTuple):
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
     mtime_ns: int | None = None  # from another claimer's, which made the mtime fresh
     job: str = ""  # the job type, for pauses
+    pools: tuple[PoolRef, ...] = ()  # limit pools it needs a token of (DESIGN §12)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Claimed:
     error: str | None = None
     dev: int | None = None
     owner: int | None = None  # uid owning the file held (fstat): who submitted it (§13)
+    tokens: list[Token] = field(default_factory=list)  # limit tokens, released after the move
 
     @property
     def job_id(self) -> str:
@@ -83,6 +88,7 @@ class PendingView:
         self.info: dict[str, JobInfo] = {}
         self.ids: set[str] = set()  # of `names`: is a dependency pending? (spool.dependencies)
         self.refreshed_at = float("-inf")
+        self.parked = Parking()  # names waiting for a full limit pool, out of the walk
 
     def refresh(self, monotonic_now: float) -> None:
         names, drops, ids = [], [], set()
@@ -98,6 +104,7 @@ class PendingView:
         if self.info:
             present = set(names)
             self.info = {n: i for n, i in self.info.items() if n in present}
+        self.names = self.parked.unparked(self.names)
 
     def add(self, name: str) -> None:
         """A name reported by inotify."""
@@ -108,6 +115,13 @@ class PendingView:
                 self.ids.add(parsed.id)
         elif not is_temporary_name(name):
             self.drops[name] = None
+
+    def park(self, name: str, pool: PoolRef) -> None:
+        """Set aside a name whose pool is full, keeping what was read of it."""
+        index = bisect.bisect_left(self.names, name)
+        if index < len(self.names) and self.names[index] == name:
+            del self.names[index]
+        self.parked.add(pool, name)
 
     def remove(self, name: str) -> None:
         index = bisect.bisect_left(self.names, name)
@@ -150,13 +164,21 @@ class PendingView:
             default = jtype.slots if jtype else self.store.config.defaults.slots
             info = JobInfo(_int(body.get("slots"), default), dependencies(body),
                            _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns,
-                           str(body.get("job") or ""))
+                           job=str(body.get("job") or ""), pools=_pools(self.store, body))
         except FileNotFoundError:
             return None
         except (OSError, InvalidInput):
             info = JobInfo(1, (), 0, False)
         self.info[name] = info
         return info
+
+
+def _pools(store: Store, body: dict) -> tuple[PoolRef, ...]:
+    """The pools a pending job needs; none when its limits are invalid (its claim rejects it)."""
+    try:
+        return pools_of(store.config, body)
+    except (InvalidInput, TypeError, AttributeError):
+        return ()
 
 
 def _int(value: object, default: int) -> int:
@@ -188,6 +210,8 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     free = ledger.free
     deps = DependencyPass(store, view.ids, ledger.blocked.values())
     complete = True  # every due job looked at: a blocked one not seen has left pending/
+    limits, full = Limits(store), set[PoolRef]()  # pools found full in this pass
+    reopen_parked(store, view)
     for name in view.due(now):
         if free <= 0 or len(claimed) >= limit:
             complete = False
@@ -217,11 +241,22 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         if info.slots > free:
             continue
         attempt = info.attempts + 1
-        path = store.claim(name, job_id, attempt, host_dir, now, info.inode, info.mtime_ns)
+        tokens, blocked = limits.take(info.pools, job_id, attempt, now, full) \
+            if info.pools else ([], None)
+        if blocked is not None:
+            view.park(name, blocked)
+            continue
+        try:
+            path = store.claim(name, job_id, attempt, host_dir, now, info.inode, info.mtime_ns)
+        except BaseException:
+            limits.give_back(tokens)
+            raise
         view.remove(name)
         held = hold_processing_file(store, path, attempt, info.valid) if path else None
         if held is None:
+            limits.give_back(tokens)
             continue
+        held.tokens = tokens
         ledger.unfit.pop(job_id, None)
         ledger.running[job_id] = {"slots": info.slots if held.body else 1, "attempt": attempt,
                                   "worker_pid": worker_pid, "task_pid": None,
@@ -266,7 +301,7 @@ def hold_processing_file(store: Store, path: Path, attempt: int,
         body = store.read(path)
     except (OSError, InvalidInput, RecursionError) as exc:
         error = str(exc)
-    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev, info.st_uid)
+    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev, owner=info.st_uid)
 
 
 def _lstat_ino(path: Path) -> int:

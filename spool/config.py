@@ -73,7 +73,16 @@ class JobType:
     backoff: Backoff = Backoff()
     kill_grace: float = 10.0
     retention: float = 30 * 86400.0
+    limits: tuple[str, ...] = ()  # "NAME" or "NAME:KEY", KEY may hold {arg} placeholders
     allow: tuple[str, ...] | None = None  # who may submit it (DESIGN §13); None: anyone
+
+
+@dataclass(frozen=True)
+class Limit:
+    """`[limits.NAME]`: at most `max` running jobs hold it at once, cluster-wide (§12)."""
+
+    name: str
+    max: int
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class Config:
     jobs: dict[str, JobType] = field(default_factory=dict)
     schedules: dict[str, Schedule] = field(default_factory=dict)
     path: Path | None = None
+    limits: dict[str, Limit] = field(default_factory=dict)
 
     def job_type(self, name: str) -> JobType | None:
         return self.jobs.get(name)
@@ -128,10 +138,12 @@ def parse_config(text: str, path: Path) -> Config:
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
     reader = _Reader(path)
-    reader.keys(data, "", {"defaults", "jobs", "schedules"})
+    reader.keys(data, "", {"defaults", "jobs", "schedules", "limits"})
     defaults = _defaults(reader, reader.table(data, "defaults"))
+    limits = {name: _limit(reader, name, spec)
+              for name, spec in reader.table(data, "limits").items()}
     jobs = {
-        name: _job_type(reader, name, spec, defaults)
+        name: _job_type(reader, name, spec, defaults, limits)
         for name, spec in reader.table(data, "jobs").items()
     }
     schedules = {
@@ -144,7 +156,7 @@ def parse_config(text: str, path: Path) -> Config:
                                f"no schedule named {sched.after!r}")
     for sched in schedules.values():
         _check_fire_ids(reader, sched, schedules)
-    return Config(defaults, jobs, schedules, path)
+    return Config(defaults, jobs, schedules, path, limits)
 
 
 def longest_fire_id(name: str, schedules: dict[str, Schedule]) -> int:
@@ -198,7 +210,7 @@ class _Reader:
         if not isinstance(value, dict):
             raise self.error(key, "must be a table")
         for name, spec in value.items():
-            if key in ("jobs", "schedules"):
+            if key in ("jobs", "schedules", "limits"):
                 if not _NAME.fullmatch(name):
                     raise self.error(f"{key}.{name}", "name may use A-Z a-z 0-9 . _ - only")
                 if not isinstance(spec, dict):
@@ -277,17 +289,40 @@ def _defaults(reader: _Reader, table: dict) -> Defaults:
     return defaults
 
 
-def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults) -> JobType:
+def _limit(reader: _Reader, name: str, table: dict) -> Limit:
+    reader.keys(table, f"limits.{name}", {"max"})
+    if "max" not in table:
+        raise reader.error(f"limits.{name}.max", "missing: how many jobs may hold it at once")
+    return Limit(name, reader.convert(table, f"limits.{name}", "max", 1,
+                                      checks.integer(1, 1_000_000)))
+
+
+def _job_limits(value: Any, limits: dict[str, Limit]) -> tuple[str, ...]:
+    """A job type's `limits`: "NAME" or "NAME:KEY" strings naming declared limits."""
+    if not isinstance(value, list) or not all(isinstance(ref, str) for ref in value):
+        raise InvalidInput(f"must be a list of \"NAME\" or \"NAME:KEY\" strings, not {value!r}")
+    for ref in value:
+        name = ref.partition(":")[0]
+        if name not in limits:
+            known = ", ".join(sorted(limits)) or "none declared"
+            raise InvalidInput(f"unknown limit {name!r} (declare it as [limits.{name}]; "
+                               f"known: {known})")
+    return tuple(value)
+
+
+def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults,
+              limits: dict[str, Limit]) -> JobType:
     where = f"jobs.{name}"
-    reader.keys(table, where, _COMMON | {"command", "handler", "env", "allow"})
+    reader.keys(table, where, _COMMON | {"command", "handler", "env", "limits", "allow"})
     if ("command" in table) == ("handler" in table):
         raise reader.error(where, "needs exactly one of 'command' (a list) or 'handler' "
                            "('package.module:function')")
     command = reader.convert(table, where, "command", None, checks.command)
     handler = reader.convert(table, where, "handler", None, checks.handler)
     env = reader.convert(table, where, "env", {}, checks.env_table)
+    refs = reader.convert(table, where, "limits", (), lambda v: _job_limits(v, limits))
     return JobType(name, command, handler, env, **_common(reader, table, where, defaults),
-                   allow=reader.convert(table, where, "allow", None, check_allow))
+                   limits=refs, allow=reader.convert(table, where, "allow", None, check_allow))
 
 
 def _json_args(value: Any) -> Any:

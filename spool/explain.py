@@ -3,9 +3,8 @@
 A pending (or held) job passes its gates in claim order — due time, each `after` dependency,
 pause, limits, slots against each host's capacity, hold — and each gate gives a verdict:
 `ok` (passed), `waiting` (will pass by itself), `blocked` (will not pass as things stand: an
-operator must act) or `never` (can never pass: the worker ends the job as cancelled). Limits
-are not built yet: their gate says "none"; each gate is one function in `GATES`, so the
-real checks slot in there. A running job shows its host, worker, attempt, runtime and
+operator must act) or `never` (can never pass: the worker ends the job as cancelled); each
+gate is one function in `GATES`. A running job shows its host, worker, attempt, runtime and
 heartbeat age; a finished one its outcome, error and attempts. Everything here is a reading:
 listings are hints (DESIGN §10) and the answer may be stale by the time it is printed.
 """
@@ -26,6 +25,7 @@ from spool.files import list_names, read_state
 from spool.job import Job
 from spool.layout import parse_pending_name, parse_processing_name, validate_id
 from spool.pause import read_pauses
+from spool.limitgates import pool_verdicts
 from spool.timeutil import (
     format_time,
     human_duration,
@@ -181,7 +181,8 @@ def pause_gate(catalog: Catalog, job: Job, now: datetime,
 
 def limit_gates(catalog: Catalog, job: Job, now: datetime,
                 ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
-    return [Gate("limits", "ok", "none (limits are not built yet)")]
+    body = {"job": job.job, "args": job.args, "limits": job.extra.get("limits")}
+    return [Gate("limits", *verdict) for verdict in pool_verdicts(catalog, body)]
 
 
 def slots_gate(catalog: Catalog, job: Job, now: datetime,

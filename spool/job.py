@@ -10,7 +10,6 @@ not JSON at all.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,8 @@ from spool.config import Config
 from spool.errors import InvalidInput, UnknownJobType
 from spool.jsonvalues import MAX_DEPTH, check_value, load_json, within_depth
 from spool.layout import validate_id
+from spool.limitspec import check_limit_list, pools_of
+from spool.templates import expand_item, placeholders  # noqa: F401 - re-exported
 from spool.timeutil import format_time, parse_duration, parse_time
 
 KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attempts",
@@ -30,7 +31,6 @@ KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attemp
 OUTCOMES = ("completed", "cancelled", "failed", "timeout", "lost", "interrupted", "invalid")
 MAX_ATTEMPTS = 1_000_000
 _TIME_FIELDS = ("run_at", "created_at", "finished_at")
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "job": str, "priority": int, "attempts": int, "max_attempts": int,
     "timeout": (int, float), "slots": int, "unique": str, "after": list, "schedule": str,
@@ -145,30 +145,11 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
     body["meta"] = meta
     if jtype.command:
         _check_placeholders(name, jtype.command, body["args"])
+    if "limits" in raw:
+        body["limits"] = check_limit_list(raw["limits"])
+    pools_of(config, body)  # an undeclared limit, or a key its args cannot fill, is rejected
     _check_body(body)
     return body
-
-
-def placeholders(command: tuple[str, ...] | list[str]) -> list[str]:
-    """The placeholder names of an argv template, in order, each once (DESIGN §5): only
-    `{name}` with `name` an identifier; any other brace is literal."""
-    names: dict[str, None] = {}
-    for item in command:
-        for match in _PLACEHOLDER.finditer(item):
-            if match.group(1) is not None and match.group(1).isidentifier():
-                names[match.group(1)] = None
-    return list(names)
-
-
-def expand_item(item: str, mapping: dict[str, str]) -> str:
-    """One argv item with its placeholders replaced from `mapping` (KeyError: one missing),
-    `{{`/`}}` made single braces and every other brace kept as written."""
-    def replace(match: re.Match[str]) -> str:
-        text, name = match.group(0), match.group(1)
-        if name is None:
-            return text[0]
-        return mapping[name] if name.isidentifier() else text
-    return _PLACEHOLDER.sub(replace, item)
 
 
 def _check_placeholders(name: str, command: tuple[str, ...], args: Any) -> None:

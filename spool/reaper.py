@@ -11,7 +11,8 @@ leases is stale at once; claimers make a processing file's mtime fresh at the cl
 This host's own processing files are judged by their flock instead.
 
 A pass costs what changed: markers and retention, which read every finished job, run on a
-slower cadence (`SLOW_EVERY`), not on every pass.
+slower cadence (`SLOW_EVERY`), not on every pass. Limit tokens are read on every pass: a
+pool holds at most `max` tokens, so that costs the running jobs, not the queue.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from spool.orphans import recover_orphans
 from spool.errors import InvalidInput, SpoolError
 from spool.files import create_private, discard, list_names, read_state, replace_file
 from spool.layout import parse_processing_name
+from spool.limits import Limits
 from spool.recovery import recover_holds, recover_orphan
 
 log = logging.getLogger("spool.reaper")
@@ -63,7 +65,8 @@ class Reaper:
         """One pass; returns the names of the processing files it reaped."""
         state = self._load()
         reaped = self.reap_stale(now, state)
-        tasks = [("recover", lambda: recover_holds(self.store, now))]
+        tasks = [("recover", lambda: recover_holds(self.store, now)),
+                 ("limits", self.sweep_tokens)]
         slow_at = state.get("slow_at")
         if not isinstance(slow_at, (int, float)) or self.clock() - slow_at >= SLOW_EVERY:
             tasks += [("markers", lambda: self.clear_markers(now)),
@@ -118,6 +121,13 @@ class Reaper:
                 current.pop(key, None)
         state["files"] = current
         return reaped
+
+    def sweep_tokens(self) -> None:
+        """Limit tokens whose attempt is not in processing/, older than the lease by the file
+        server's clock (DESIGN §12): their claimer died between token and rename, or before
+        releasing them."""
+        for path in Limits(self.store).sweep(self._probe, self.spool.config.defaults.lease):
+            log.warning("freed limit token %s: its attempt is not in processing/", path)
 
     def _recover_own(self, now: datetime) -> list[str]:
         """This host's orphans (flock free), under the host lock, whose pruning first stops

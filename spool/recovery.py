@@ -29,6 +29,7 @@ from spool.files import discard, list_names, read_state
 from spool.layout import (TmpName, attempt_subject, is_valid_id, parse_processing_name,
                           parse_tmp_name)
 from spool.ledger import pid_alive
+from spool.limits import Limits
 from spool.policy import decide
 from spool.store import OwnershipLost, Store
 from spool.timeutil import format_time
@@ -66,12 +67,14 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
         state, staged_path = staged
         if not store.complete_finish(path, staged_path, state, job_id, lock_fd):
             return None
+        release_tokens(store, job_id, attempt)
         log.info("recovered %s: completed its staged finish into %s/", job_id, state)
         return state
     other = store.find_copy(job_id, exclude=path)
     if other is not None:
         store.set_aside(path, f"job {job_id} also stands in {other.state}/ "
                               f"({other.path.name}): this processing copy is stale", now, job_id)
+        release_tokens(store, job_id, attempt)
         return "aside"
     try:
         body, info = store.read_with_stat(path)
@@ -80,6 +83,7 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
     except (OSError, InvalidInput) as exc:
         store.reject(path, invalid_record(job_id, f"processing file is unreadable: {exc}", now),
                      now)
+        release_tokens(store, job_id, attempt)
         return "dead"
     try:  # a file planted in processing/ without the fields a pending name needs
         body = normalize(body, store.config, now, job_id)
@@ -92,9 +96,22 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
     body = carry_owner(store.config.job_type(body["job"]), info.st_uid, body)
     entry = {"attempt": attempt, "host": path.parent.name, "started_at": started_at,
              "ended_at": format_time(now)}
-    return settle(store, path, body, attempt, outcome, now, inode=inode, entry=entry,
-                  error=f"worker of attempt {attempt} on {path.parent.name} is gone",
-                  lock_fd=lock_fd)
+    where = settle(store, path, body, attempt, outcome, now, inode=inode, entry=entry,
+                   error=f"worker of attempt {attempt} on {path.parent.name} is gone",
+                   lock_fd=lock_fd)
+    if where is not None:
+        release_tokens(store, job_id, attempt, body)
+    return where
+
+
+def release_tokens(store: Store, job_id: str, attempt: int, body: dict | None = None) -> None:
+    """After moving an attempt out of processing/ for a worker that cannot: its limit tokens
+    go (DESIGN §12); what a failure leaves, the reaper removes once older than the lease."""
+    try:
+        Limits(store).release_attempt(job_id, attempt, body)
+    except OSError as exc:
+        log.error("cannot release the limit tokens of job %s attempt %d: %s", job_id, attempt,
+                  exc)
 
 
 def find_staged_outcome(store: Store, job_id: str, attempt: int) -> tuple[str, Path] | None:
@@ -224,8 +241,9 @@ def _resolve_hold(store: Store, hold: Path, parts: TmpName, now: datetime) -> No
     if parts.verb == "requeue" and attempt.isdigit() and int(attempt) > 0:
         # a processing file whose requeue was cut short: its attempt counted at the claim
         entry = {"attempt": int(attempt), "host": parts.host, "ended_at": format_time(now)}
-        settle(store, hold, body, int(attempt), "lost", now, entry=entry, error=(
-            f"attempt {attempt} on {parts.host} was interrupted while being requeued"))
+        if settle(store, hold, body, int(attempt), "lost", now, entry=entry, error=(
+                f"attempt {attempt} on {parts.host} was interrupted while being requeued")):
+            release_tokens(store, job_id, int(attempt), body)
         return
     if parts.verb == "retry":
         body.update(attempts=0)

@@ -20,6 +20,7 @@ from typing import Any
 from spool.claim import Claimed, relock
 from spool.files import list_names
 from spool.layout import attempt_subject, parse_tmp_name
+from spool.limits import Limits
 from spool.recovery import invalid_record, settle
 from spool.store import Store
 
@@ -57,6 +58,7 @@ def settle_once(store: Store, pid: int, pending: Unsettled, now: datetime) -> bo
                                     pending.fields.get("job"))
             store.reject(source, record, now)
             _close(item)
+            release_tokens(store, item)
             log.info("bury %s attempt %d: invalid: %s", item.job_id, item.attempt,
                      pending.fields["error"])
             return True
@@ -71,9 +73,21 @@ def settle_once(store: Store, pid: int, pending: Unsettled, now: datetime) -> bo
         _defer(store, pending, exc)
         return False
     if where is not None:  # None: another mover won, and the store said so
+        release_tokens(store, item)
         log.info("%s %s attempt %d: %s -> %s", "finish" if where in ("done", "dead")
                  else "requeue", item.job_id, item.attempt, pending.outcome, where)
     return True
+
+
+def release_tokens(store: Store, item: Claimed) -> None:
+    """After the move out of processing/: the attempt's limit tokens go (DESIGN §12). A
+    failure is logged; the reaper removes what is left once it is older than the lease."""
+    try:
+        Limits(store).give_back(item.tokens)
+    except OSError as exc:
+        log.error("cannot release the limit tokens of job %s attempt %d: %s", item.job_id,
+                  item.attempt, exc)
+    item.tokens = []
 
 
 def _source(store: Store, pid: int, pending: Unsettled) -> Path | None:

@@ -10,6 +10,7 @@ from spool.errors import InvalidInput
 from spool.files import list_names, read_state
 from spool.layout import parse_pending_name, parse_processing_name
 from spool.pause import read_pauses
+from spool.limits import usage
 from spool.schedules import next_fire
 from spool.store import Store
 from spool.timeutil import due_stamp, format_time, parse_due
@@ -47,7 +48,7 @@ def status(store: Store, now: datetime) -> dict:
         # DESIGN §8's shape, filled in as hold, pause, limits and explain arrive
         "held": len(store.terminal_names("held")),
         "paused": sorted(read_pauses(store).markers),
-        "limits": [],
+        "limits": usage(store),
         "blocked": blocked,
     }
 
@@ -122,6 +123,10 @@ def format_status(doc: dict) -> str:
     if doc.get("paused"):
         lines.append("paused     " + ", ".join(doc["paused"]) + " (spool resume ...)")
     paused = set(doc.get("paused") or ())
+    for pool in doc["limits"]:
+        key = "" if pool["key"] == "_" else f":{pool['key']}"
+        lines.append(f"limit      {pool['name'] + key:<16} {pool['used']}/{pool['max'] or '?'}"
+                     f"  held by {', '.join(pool['holders']) or '-'}")
     for s in doc["schedules"]:
         lines.append(f"schedule   {s['name']:<16} next {s['next_fire'] or 'after its upstream'}"
                      + (" (paused)" if {"all", f"schedule.{s['name']}"} & paused else ""))

@@ -33,6 +33,7 @@ from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
 from spool.orphans import host_dir_ok, make_host_dir, recover_orphans
 from spool.pause import Pauses, read_pauses
+from spool.parking import unpark_all
 from spool.recovery import recover_holds
 from spool.timeutil import due_stamp, format_time, parse_due
 
@@ -131,6 +132,8 @@ class Worker:
             log.error("reload failed, keeping the old config: %s", exc)
             return
         self.attempts.handlers.clear()
+        self.view.info.clear()  # slots and limit pools come from the job types too
+        unpark_all(self.view)
         log.info("reloaded %s", self.store.layout.config_path)
 
     # -- one iteration -------------------------------------------------------------------
@@ -199,6 +202,7 @@ class Worker:
         pauses = read_pauses(self.store)  # paused work does not keep a burst worker
         if pauses.host(self.spool.host):
             return False
+        unpark_all(self.view)  # waiting for a limit token is waiting for running work
         with self.ledger.locked() as ledger:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
@@ -219,7 +223,8 @@ class Worker:
                 self._forget(ledger)
                 self._record_tasks(ledger)
                 # with nothing pending, a pass still runs to unblock what was blocked
-                if usable and ledger.free > 0 and (self.view.names or ledger.blocked):
+                if usable and ledger.free > 0 and (
+                        self.view.names or self.view.parked or ledger.blocked):
                     claimed = claim_due(self.store, self.view, ledger, now, self.pid,
                                         self.capacity or 1, pauses.names("job"))
         except OSError as exc:  # the ledger could not be saved (a full disk)
@@ -286,8 +291,8 @@ class Worker:
             # (due work held back by a pause waits for a resume: a poll interval is enough)
             waits.append(self.config.defaults.poll if self.paused_seen
                          else min(self.config.defaults.poll, 0.05))
-        if self.watcher is None or not self.view.names:
-            waits.append(self.config.defaults.poll)
+        if self.watcher is None or not self.view.names or self.view.parked:
+            waits.append(self.config.defaults.poll)  # a pool freed on another host: look
         return max(0.0, min(waits))
 
     # -- the loop ------------------------------------------------------------------------
