@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from spool.config import Config, load_config
+from spool.dependencies import dependencies, require_known
 from spool.errors import ConfigError, Conflict, InvalidInput, JobNotFound, WaitTimeout
-from spool.explain import explain, require_dependencies
+from spool.explain import explain
 from spool.job import Job, normalize
 from spool.layout import (
     STATES,
@@ -135,7 +136,8 @@ class Spool:
               after: Iterable[str] = (), slots: int | None = None,
               timeout: float | timedelta | str | None = None, max_attempts: int | None = None,
               meta: dict | None = None, schedule: str | None = None,
-              limits: Iterable[str] | None = None) -> dict:
+              limits: Iterable[str] | None = None,
+              after_any: Iterable[str] = (), after_failed: Iterable[str] = ()) -> dict:
         """A validated job body, not yet written."""
         now = self.clock()
         if delay is not None and at is not None:
@@ -152,7 +154,10 @@ class Spool:
             run_at = parse_time(at, "at", local_naive=True)
         raw: dict[str, Any] = {"job": job, "args": {} if args is None else args,
                                "run_at": run_at, "created_at": now,
-                               "after": [validate_id(dep, "after") for dep in after]}
+                               "after": [validate_id(dep, "after") for dep in after],
+                               "after_any": [validate_id(dep, "after_any") for dep in after_any],
+                               "after_failed": [validate_id(dep, "after_failed")
+                                                for dep in after_failed]}
         for key, value in (("priority", priority), ("unique", unique), ("slots", slots),
                            ("max_attempts", max_attempts), ("meta", meta),
                            ("schedule", schedule)):
@@ -168,8 +173,8 @@ class Spool:
     def submit(self, job: str, args: Any = None, **options: Any) -> str:
         """Enqueue one job; returns its id. Conflict when `id` or `unique` is taken."""
         body = self.build(job, args, **options)
-        if body["after"]:
-            require_dependencies(self.store, body["after"])
+        if dependencies(body):
+            require_known(self.store, body)
         return self.store.submit(body, self.clock(), exclusive_id=options.get("id") is not None)
 
     def submit_many(self, jobs: Iterable[dict]) -> list[str]:
@@ -178,8 +183,8 @@ class Spool:
         bodies = [self.build(**spec) for spec in specs]
         batch = {body["id"] for body in bodies}
         for body in bodies:
-            if body["after"]:
-                require_dependencies(self.store, body["after"], also=batch)
+            if dependencies(body):
+                require_known(self.store, body, also=batch)
         chosen = any(spec.get("id") is not None for spec in specs)
         return self.store.submit_many(bodies, self.clock(), exclusive_id=chosen)
 

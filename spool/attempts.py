@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+from spool.allow import refusal
 from spool.claim import Claimed
 from spool.config import JobType
 from spool.errors import InvalidInput
@@ -110,6 +111,8 @@ class Attempts:
         except Exception as exc:  # noqa: BLE001 - hostile content is invalid, not a crash
             return None, None, f"cannot be validated: {type(exc).__name__}: {exc}"
         jtype = self.store.config.job_type(body["job"])
+        if (refused := refusal(jtype, item.owner, body)) is not None:
+            return None, None, refused
         return body, jtype, None if jtype else f"unknown job type {body['job']!r}"
 
     def _start(self, item: Claimed, body: dict, jtype: JobType, now: datetime) -> None:

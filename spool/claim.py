@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from spool.catalog import Catalog
+from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
 from spool.files import list_names
 from spool.layout import is_temporary_name, parse_pending_name
@@ -40,7 +40,7 @@ class JobInfo(NamedTuple):
     """What claiming needs from a pending body (None fields: the body did not parse)."""
 
     slots: int
-    after: tuple[str, ...]
+    after: tuple[tuple[str, str], ...]  # (kind, id) of every dependency (spool.dependencies)
     attempts: int
     valid: bool
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
@@ -61,6 +61,7 @@ class Claimed:
     attempt: int
     error: str | None = None
     dev: int | None = None
+    owner: int | None = None  # uid owning the file held (fstat): who submitted it (§13)
     tokens: list[Token] = field(default_factory=list)  # limit tokens, released after the move
 
     @property
@@ -85,18 +86,21 @@ class PendingView:
         self.names: list[str] = []
         self.drops: dict[str, None] = {}  # an ordered set: a burst of thousands stays cheap
         self.info: dict[str, JobInfo] = {}
+        self.ids: set[str] = set()  # of `names`: is a dependency pending? (spool.dependencies)
         self.refreshed_at = float("-inf")
         self.parked = Parking()  # names waiting for a full limit pool, out of the walk
 
     def refresh(self, monotonic_now: float) -> None:
-        names, drops = [], []
+        names, drops, ids = [], [], set()
         for name in list_names(self.store.layout.pending):
-            if parse_pending_name(name):
+            if parsed := parse_pending_name(name):
                 names.append(name)
+                ids.add(parsed.id)
             elif not is_temporary_name(name):
                 drops.append(name)
         names.sort()
         self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
+        self.ids = ids
         if self.info:
             present = set(names)
             self.info = {n: i for n, i in self.info.items() if n in present}
@@ -104,10 +108,11 @@ class PendingView:
 
     def add(self, name: str) -> None:
         """A name reported by inotify."""
-        if parse_pending_name(name):
+        if parsed := parse_pending_name(name):
             index = bisect.bisect_left(self.names, name)
             if index == len(self.names) or self.names[index] != name:
                 self.names.insert(index, name)
+                self.ids.add(parsed.id)
         elif not is_temporary_name(name):
             self.drops[name] = None
 
@@ -122,6 +127,8 @@ class PendingView:
         index = bisect.bisect_left(self.names, name)
         if index < len(self.names) and self.names[index] == name:
             del self.names[index]
+            if parsed := parse_pending_name(name):
+                self.ids.discard(parsed.id)
         self.info.pop(name, None)
 
     def due(self, now: datetime) -> Iterator[str]:
@@ -159,9 +166,7 @@ class PendingView:
             # a hand-made canonical file may leave slots to its job type, as a drop may
             jtype = self.store.config.job_type(body.get("job") or "")
             default = jtype.slots if jtype else self.store.config.defaults.slots
-            after = body.get("after")
-            info = JobInfo(_int(body.get("slots"), default),
-                           tuple(after) if isinstance(after, list) else (),
+            info = JobInfo(_int(body.get("slots"), default), dependencies(body),
                            _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns,
                            job=str(body.get("job") or ""), pools=_pools(self.store, body))
         except FileNotFoundError:
@@ -182,38 +187,6 @@ def _pools(store: Store, body: dict) -> tuple[PoolRef, ...]:
 
 def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def dependencies_met(store: Store, after: tuple[str, ...]) -> bool:
-    """Whether every job in `after` is in done/ with outcome completed."""
-    return all(dependency_state(store, dep)[0] == "completed" for dep in after)
-
-
-def dependency_state(store: Catalog, dep: str) -> tuple[str, str | None]:
-    """(verdict, outcome) of one `after` dependency, from done/ and dead/ alone: "completed";
-    "never" when it ended dead or cancelled (it can never complete now, DESIGN §12); "waiting"
-    otherwise (still pending or running, or missing: the caller tells those apart if it must)."""
-    for state in ("done", "dead"):
-        try:
-            outcome = store.read(store.layout.state_dir(state) / f"{dep}.json").get("outcome")
-        except (OSError, InvalidInput):
-            continue
-        if state == "dead":
-            return "never", f"dead ({outcome or 'being buried'})"
-        if outcome == "completed":
-            return "completed", outcome
-        if outcome:  # an unfilled terminal file gets its outcome microseconds later
-            return "never", str(outcome)
-    return "waiting", None
-
-
-def never_runs(store: Store, after: tuple[str, ...]) -> str | None:
-    """Why a job with these `after` dependencies can never run, or None."""
-    for dep in after:
-        verdict, outcome = dependency_state(store, dep)
-        if verdict == "never":
-            return f"dependency {dep!r} ended {outcome}: it can never complete"
-    return None
 
 
 def end_unrunnable(store: Store, name: str, reason: str, now: datetime) -> bool:
@@ -239,10 +212,13 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     claimed: list[Claimed] = []
     host_dir = store.layout.host_processing(store.host)
     free = ledger.free
+    deps = DependencyPass(store, view.ids, ledger.blocked.values())
+    complete = True  # every due job looked at: a blocked one not seen has left pending/
     limits, full = Limits(store), set[PoolRef]()  # pools found full in this pass
     reopen_parked(store, view)
     for name in view.due(now):
         if free <= 0 or len(claimed) >= limit:
+            complete = False
             break
         job_id = parse_pending_name(name).id  # type: ignore[union-attr]
         if job_id in ledger.running:
@@ -259,11 +235,13 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             continue
         if info.job in paused:
             continue
-        if info.after and not dependencies_met(store, info.after):
-            reason = never_runs(store, info.after)
-            if reason is not None and end_unrunnable(store, name, reason, now):
+        if info.after:
+            verdict, reason = deps.check(job_id, info.after, store.layout.pending / name)
+            ended = reason is not None and end_unrunnable(store, name, reason, now)
+            if ended or verdict == "gone":
                 view.remove(name)
-            continue
+            if verdict != "met":
+                continue
         if info.slots > free:
             continue
         attempt = info.attempts + 1
@@ -289,6 +267,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
                                   "started_at": format_time(now)}
         free -= ledger.running[job_id]["slots"]
         claimed.append(held)
+    deps.finish(ledger, now, complete)
     return claimed
 
 
@@ -326,7 +305,7 @@ def hold_processing_file(store: Store, path: Path, attempt: int,
         body = store.read(path)
     except (OSError, InvalidInput, RecursionError) as exc:
         error = str(exc)
-    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev)
+    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev, owner=info.st_uid)
 
 
 def _lstat_ino(path: Path) -> int:

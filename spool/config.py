@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spool import checks
+from spool.allow import check_allow
 from spool.errors import ConfigError, InvalidInput
 from spool.jsonvalues import check_value
 from spool.timeutil import UTC, parse_duration, parse_time
@@ -73,6 +74,7 @@ class JobType:
     kill_grace: float = 10.0
     retention: float = 30 * 86400.0
     limits: tuple[str, ...] = ()  # "NAME" or "NAME:KEY", KEY may hold {arg} placeholders
+    allow: tuple[str, ...] | None = None  # who may submit it (DESIGN §13); None: anyone
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,7 @@ def _job_limits(value: Any, limits: dict[str, Limit]) -> tuple[str, ...]:
 def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults,
               limits: dict[str, Limit]) -> JobType:
     where = f"jobs.{name}"
-    reader.keys(table, where, _COMMON | {"command", "handler", "env", "limits"})
+    reader.keys(table, where, _COMMON | {"command", "handler", "env", "limits", "allow"})
     if ("command" in table) == ("handler" in table):
         raise reader.error(where, "needs exactly one of 'command' (a list) or 'handler' "
                            "('package.module:function')")
@@ -320,7 +322,7 @@ def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults,
     env = reader.convert(table, where, "env", {}, checks.env_table)
     refs = reader.convert(table, where, "limits", (), lambda v: _job_limits(v, limits))
     return JobType(name, command, handler, env, **_common(reader, table, where, defaults),
-                   limits=refs)
+                   limits=refs, allow=reader.convert(table, where, "allow", None, check_allow))
 
 
 def _json_args(value: Any) -> Any:

@@ -26,14 +26,16 @@ from spool.timeutil import format_time, parse_duration, parse_time
 
 KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attempts",
                 "max_attempts", "timeout", "slots", "unique", "after", "schedule", "meta",
-                "history", "outcome", "exit_code", "result", "finished_at", "error")
+                "history", "outcome", "exit_code", "result", "finished_at", "error",
+                "after_any", "after_failed")
 OUTCOMES = ("completed", "cancelled", "failed", "timeout", "lost", "interrupted", "invalid")
 MAX_ATTEMPTS = 1_000_000
 _TIME_FIELDS = ("run_at", "created_at", "finished_at")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "job": str, "priority": int, "attempts": int, "max_attempts": int,
     "timeout": (int, float), "slots": int, "unique": str, "after": list, "schedule": str,
-    "meta": dict, "history": list, "outcome": str, "exit_code": int, "error": str}
+    "meta": dict, "history": list, "outcome": str, "exit_code": int, "error": str,
+    "after_any": list, "after_failed": list}
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Job:
     finished_at: datetime | None = None
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    after_any: tuple[str, ...] = ()  # DESIGN §12: the dependency finished in any way
+    after_failed: tuple[str, ...] = ()  # ... or ended in dead/
 
     @classmethod
     def from_body(cls, body: dict, state: str, path: Path) -> Job:
@@ -78,7 +82,8 @@ class Job:
         for key, kind in _FIELD_TYPES.items():
             if key in known and not _is(known[key], kind):
                 del known[key]
-        known["after"] = tuple(known.get("after") or ())
+        for kind in ("after", "after_any", "after_failed"):
+            known[kind] = tuple(known.get(kind) or ())
         known["history"] = tuple(entry for entry in known.get("history") or ()
                                  if isinstance(entry, dict))
         known["meta"] = known.get("meta") or {}
@@ -131,7 +136,8 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
     body["slots"] = _int_field(raw, "slots", jtype.slots, 1)
     body["unique"] = _optional_string(raw, "unique")
     body["schedule"] = _optional_string(raw, "schedule")
-    body["after"] = [validate_id(dep, "field 'after' item") for dep in _list_field(raw, "after")]
+    for kind in ("after", "after_any", "after_failed"):
+        body[kind] = [validate_id(dep, f"field {kind!r} item") for dep in _list_field(raw, kind)]
     body["history"] = _list_field(raw, "history")
     meta = raw.get("meta", {})
     if not isinstance(meta, dict):

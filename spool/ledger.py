@@ -123,6 +123,7 @@ class Ledger:
     workers: dict[str, dict] = field(default_factory=dict)
     running: dict[str, dict] = field(default_factory=dict)
     unfit: dict[str, int] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)  # job id -> its missing dependency
     gone: dict[str, dict] = field(default_factory=dict)  # entries this load dropped (not saved)
 
     @property
@@ -155,7 +156,7 @@ class Ledger:
 
     def to_dict(self) -> dict:
         return {"host": self.host, "capacity": self.capacity, "workers": self.workers,
-                "running": self.running, "unfit": self.unfit}
+                "running": self.running, "unfit": self.unfit, "blocked": self.blocked}
 
 
 def _entries(value: object) -> dict:
@@ -171,6 +172,13 @@ def _slots(value: object) -> dict[str, int]:
     if not isinstance(value, dict):
         return {}
     return {str(key): n for key, n in value.items() if isinstance(n, int)}
+
+
+def _names(value: object) -> dict[str, str]:
+    """`blocked`: job id -> dependency id, dropping what is not."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): dep for key, dep in value.items() if isinstance(dep, str)}
 
 
 class HostLedger:
@@ -226,7 +234,7 @@ class HostLedger:
             stored = None
         return Ledger(self.host, capacity or stored or os.cpu_count() or 1,
                       _entries(data.get("workers")), _entries(data.get("running")),
-                      _slots(data.get("unfit")))
+                      _slots(data.get("unfit")), _names(data.get("blocked")))
 
     def _prune(self, ledger: Ledger) -> None:
         ledger.workers = {pid: info for pid, info in ledger.workers.items()

@@ -22,6 +22,7 @@ import random
 from datetime import datetime
 from pathlib import Path
 
+from spool.allow import carry_owner
 from spool.errors import InvalidInput
 from spool.job import normalize
 from spool.files import discard, list_names, read_state
@@ -76,7 +77,7 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
         release_tokens(store, job_id, attempt)
         return "aside"
     try:
-        body = store.read(path)
+        body, info = store.read_with_stat(path)
     except FileNotFoundError:
         return None
     except (OSError, InvalidInput) as exc:
@@ -84,6 +85,15 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
                      now)
         release_tokens(store, job_id, attempt)
         return "dead"
+    try:  # a file planted in processing/ without the fields a pending name needs
+        body = normalize(body, store.config, now, job_id)
+    except Exception as exc:  # noqa: BLE001 - hostile content is invalid, not a crash
+        store.reject(path, invalid_record(job_id, f"processing file is no valid job: {exc}",
+                                          now, body.get("job") if isinstance(
+                                              body.get("job"), str) else None), now)
+        return "dead"
+    # requeued, the file becomes spool's: keep who owns the job (DESIGN §13)
+    body = carry_owner(store.config.job_type(body["job"]), info.st_uid, body)
     entry = {"attempt": attempt, "host": path.parent.name, "started_at": started_at,
              "ended_at": format_time(now)}
     where = settle(store, path, body, attempt, outcome, now, inode=inode, entry=entry,

@@ -20,11 +20,15 @@ def status(store: Store, now: datetime) -> dict:
     """The `status --json` document (DESIGN §8)."""
     layout = store.layout
     pending = list_names(layout.pending)
-    stamps = [p.due for name in pending if (p := parse_pending_name(name))]
-    now_stamp = due_stamp(now)
-    due = [s for s in stamps if s <= now_stamp]
-    oldest = (now - parse_due(min(due))).total_seconds() if due else None
+    parsed = [p for name in pending if (p := parse_pending_name(name))]
     hosts = read_ledgers(store, now)
+    # what the workers' claim passes found blocked, still pending: no pending body is read
+    blocked = sorted({job_id for h in hosts for job_id in h.pop("blocked")}
+                     & {p.id for p in parsed})
+    now_stamp = due_stamp(now)
+    skip = set(blocked)
+    due = [p.due for p in parsed if p.due <= now_stamp and p.id not in skip]
+    oldest = (now - parse_due(min(due))).total_seconds() if due else None
     capacity = max((h["capacity"] for h in hosts), default=0)
     unclaimable = sorted({job_id for h in hosts for job_id, slots in h.pop("unfit").items()
                           if slots > capacity})
@@ -45,7 +49,7 @@ def status(store: Store, now: datetime) -> dict:
         "held": len(store.terminal_names("held")),
         "paused": sorted(read_pauses(store).markers),
         "limits": usage(store),
-        "blocked": [],
+        "blocked": blocked,
     }
 
 
@@ -75,6 +79,8 @@ def read_ledgers(store: Store, now: datetime) -> list[dict]:
             "heartbeat_age": max(0.0, age),
             "workers": len(ledger.get("workers", {})),
             "unfit": ledger.get("unfit", {}),
+            "blocked": [str(k) for k in blocked] if isinstance(
+                blocked := ledger.get("blocked"), dict) else [],
         })
     return hosts
 
@@ -109,6 +115,9 @@ def format_status(doc: dict) -> str:
     if doc["unclaimable"]:
         lines.append("unclaimable (need more slots than any host has): "
                      + ", ".join(doc["unclaimable"]))
+    if doc["blocked"]:
+        lines.append("blocked (a dependency is missing; see 'spool explain ID'): "
+                     + ", ".join(doc["blocked"]))
     if doc.get("held"):
         lines.append(f"held       {doc['held']} (spool ls held; spool release ID)")
     if doc.get("paused"):

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from spool.api import Spool
 from spool.attempts import Attempts, Running
-from spool.claim import Claimed, PendingView, claim_due, dependencies_met
+from spool.claim import Claimed, PendingView, claim_due
 from spool.config import Config
+from spool.dependencies import check_dependencies
 from spool.drops import adopt_pass
 from spool.errors import SpoolError
 from spool.execpath import forget as forget_programs
@@ -240,14 +241,13 @@ class Worker:
                 if info is None:  # taken by another worker since the view saw it
                     self.view.remove(name)
                 elif info.slots <= ledger.capacity and not pauses.job(info.job) and (
-                        not info.after or dependencies_met(self.store, info.after)):
+                        not info.after or check_dependencies(self.store, info.after)):
                     return True
         return False
 
     def claim_and_start(self, now: datetime) -> None:
         """Claim what fits under the host lock, then start each claimed attempt."""
-        usable = (self.view.names or self.view.parked) and not self.attempts.unsettled \
-            and self.host_dir_ok()
+        usable = not self.attempts.unsettled and self.host_dir_ok()
         pauses = read_pauses(self.store) if usable else Pauses()  # one listing per pass
         self.paused_seen = pauses.host(self.spool.host) or bool(pauses.names("job"))
         usable = usable and not pauses.host(self.spool.host)
@@ -256,7 +256,9 @@ class Worker:
             with self._locked() as ledger:
                 self._forget(ledger)
                 self._record_tasks(ledger)
-                if usable and ledger.free > 0:
+                # with nothing pending, a pass still runs to unblock what was blocked
+                if usable and ledger.free > 0 and (
+                        self.view.names or self.view.parked or ledger.blocked):
                     claimed = claim_due(self.store, self.view, ledger, now, self.pid,
                                         self.capacity or 1, pauses.names("job"))
         except OSError as exc:  # the ledger could not be saved (a full disk)
