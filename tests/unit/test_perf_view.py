@@ -76,3 +76,20 @@ def test_a_name_taken_by_another_worker_leaves_the_view(worker):
     (worker.store.layout.pending / name).unlink()  # claimed and moved on elsewhere
     assert not worker._anything_due(NOW)
     assert worker.view.names == []
+
+
+def test_a_queue_overflow_is_noted(tmp_path):
+    import os
+    import struct
+
+    from spool.inotify import IN_Q_OVERFLOW, Watcher
+
+    watcher = Watcher()
+    os.close(watcher.fd)
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    watcher.fd = read
+    os.write(write, struct.pack("iIII", -1, IN_Q_OVERFLOW, 0, 0))
+    assert watcher.read() == [] and watcher.overflowed
+    os.close(write)
+    watcher.close()
