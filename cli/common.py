@@ -75,7 +75,7 @@ def table(rows: list[list[str]], header: list[str],
         return padded if paint is None or is_header else paint(i, str(value), padded)
 
     lines = ["  ".join(cell(i, c, w, row is header) for i, (c, w) in
-                       enumerate(zip(row, widths))).rstrip()
+                       enumerate(zip(row, widths, strict=False))).rstrip()
              for row in [header, *rows]]
     return "\n".join(lines)
 

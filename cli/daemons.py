@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 import click
 from click.core import ParameterSource

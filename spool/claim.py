@@ -19,7 +19,8 @@ import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Iterator
 
 from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
@@ -57,7 +58,7 @@ class Claimed:
     path: Path
     fd: int | None
     inode: int
-    body: dict | None
+    body: dict[str, Any] | None
     attempt: int
     error: str | None = None
     dev: int | None = None
@@ -158,12 +159,12 @@ class PendingView:
         if name in self.info:
             return self.info[name]
         try:
-            body, info = self.store.read_with_stat(self.store.layout.pending / name)
+            body, found = self.store.read_with_stat(self.store.layout.pending / name)
             # a hand-made canonical file may leave slots to its job type, as a drop may
             jtype = self.store.config.job_type(body.get("job") or "")
             default = jtype.slots if jtype else self.store.config.defaults.slots
             info = JobInfo(_int(body.get("slots"), default), dependencies(body),
-                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns,
+                           _int(body.get("attempts"), 0), True, found.st_ino, found.st_mtime_ns,
                            job=str(body.get("job") or ""), pools=_pools(self.store, body))
         except FileNotFoundError:
             return None
@@ -173,7 +174,7 @@ class PendingView:
         return info
 
 
-def _pools(store: Store, body: dict) -> tuple[PoolRef, ...]:
+def _pools(store: Store, body: dict[str, Any]) -> tuple[PoolRef, ...]:
     """The pools a pending job needs; none when its limits are invalid (its claim rejects it)."""
     try:
         return pools_of(store.config, body)

@@ -12,6 +12,8 @@ it up after `resume`. A manual fire (`spool fire`, `spool.flow`) is `SCHEDULE@ma
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import json
 import logging
@@ -147,7 +149,7 @@ class Cron:
         log.info("fire %s: enqueued %s", sched.name, job_id)
         return True
 
-    def _mark(self, marker: Path, content: dict) -> None:
+    def _mark(self, marker: Path, content: dict[str, Any]) -> None:
         staged = self.store.stage_data(json.dumps(content).encode(), "fire")
         try:
             os.link(staged, marker)
@@ -170,9 +172,9 @@ class Cron:
                 continue
             self.seen_upstream.add(upstream)
             finished = body.get("finished_at") or ""
-            if body.get("outcome") == "completed" and finished >= first_seen:
-                if self.enqueue(sched, parse_time(finished), now, upstream):
-                    enqueued.append(after_id(sched.name, upstream))
+            if body.get("outcome") == "completed" and finished >= first_seen \
+                    and self.enqueue(sched, parse_time(finished), now, upstream):
+                enqueued.append(after_id(sched.name, upstream))
         return enqueued
 
     def next_wake(self, now: datetime, poll: float) -> float:

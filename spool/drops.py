@@ -12,6 +12,8 @@ lone surrogate in a string.
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
 import math
@@ -96,7 +98,7 @@ def adopt_drop(store: Store, name: str, now: datetime,
 
 
 def _inspect(store: Store, path: Path,
-             info: os.stat_result) -> tuple[dict | None, str | None, bool, int]:
+             info: os.stat_result) -> tuple[dict[str, Any] | None, str | None, bool, int]:
     """(body, problem, unparsable, owner): the parsed body, or what is wrong with the file,
     and the uid owning the file read."""
     limit = store.config.defaults.max_job_bytes
@@ -127,7 +129,8 @@ def _inspect(store: Store, path: Path,
     return body, None, False, owner
 
 
-def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, str | None, bool]:
+def _drop_id(name: str, body: dict[str, Any] | None,
+             info: os.stat_result) -> tuple[str, str | None, bool]:
     """(id, problem, caller-chosen): the body's `id`, else a valid stem, else a derived id."""
     derived = derived_id(from_timestamp(info.st_mtime),
                          f"{name}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}")
@@ -142,14 +145,14 @@ def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, s
     return derived, None, False
 
 
-def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict | None,
+def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict[str, Any] | None,
             problem: str, info: os.stat_result, now: datetime) -> str:
     dead = store.layout.dead
     if store.locate(job_id) is not None or os.path.lexists(dead / f"{job_id}.orig"):
         job_id = derived_id(now, f"{name}:{info.st_ino}:{now.timestamp()}:rejected")
     shown = printable(name)
     job = body.get("job") if body and isinstance(body.get("job"), str) else None
-    record = {
+    record: dict[str, Any] = {
         "id": job_id,
         "job": None if job is None else printable(job),
         "outcome": "invalid",

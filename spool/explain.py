@@ -142,7 +142,8 @@ def blocked_ids(catalog: Catalog) -> list[str]:
 # -- the gates -------------------------------------------------------------------------------
 
 
-def due_gate(catalog: Catalog, job: Job, now: datetime, ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
+def due_gate(catalog: Catalog, job: Job, now: datetime,
+             ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     parsed = parse_pending_name(job.path.name)
     due = parse_due(parsed.due) if parsed else job.run_at
     if due is None:

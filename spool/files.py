@@ -8,6 +8,8 @@ inside the spool can make a daemon write outside it. Job files are moved only by
 
 from __future__ import annotations
 
+from typing import Any
+
 import errno
 import os
 import stat
@@ -195,7 +197,7 @@ def read_with_stat(path: Path | str, limit: int) -> tuple[bytes, os.stat_result]
     return data, info
 
 
-def read_state(path: Path | str, limit: int = STATE_BYTES) -> dict:
+def read_state(path: Path | str, limit: int = STATE_BYTES) -> dict[str, Any]:
     """A JSON object spool keeps beside the jobs (ledger, observations, markers); OSError or
     InvalidInput when it is unreadable, too big, too deep or not an object."""
     value = load_json(read_bounded(path, limit), str(path))

@@ -18,7 +18,7 @@ cancel requests and tokens (`fsck_marks`), which judge the jobs as the repairs l
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from collections.abc import Callable
 
 from spool.fsck_base import Finding, Report, Run
 from spool.fsck_marks import check_cancels, check_markers, check_tokens

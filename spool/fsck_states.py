@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Iterator
 
 from spool.drops import DROP_SETTLE, adopt_drop
 from spool.errors import InvalidInput
@@ -33,7 +34,7 @@ class Entry(NamedTuple):
     state: str
     name_id: str | None
     attempt: int | None
-    body: dict | None
+    body: dict[str, Any] | None
     error: str | None
 
     @property
@@ -150,7 +151,7 @@ def duplicates(run: Run, copies: Copies) -> tuple[list[Finding], set[Path]]:
     return findings, losers
 
 
-def rank(entry: Entry) -> tuple:
+def rank(entry: Entry) -> tuple[Any, ...]:
     """What a copy records: terminal first, then attempts (a processing name's N counts),
     history, a name that agrees with the body, and the later state."""
     body = entry.body or {}
@@ -290,7 +291,7 @@ def check_drops(run: Run) -> list[Finding]:
             continue
         run.report.checked += 1
         try:
-            body, error = run.read(path)
+            _body, error = run.read(path)
             young = run.age(path) < DROP_SETTLE
         except FileNotFoundError:
             continue

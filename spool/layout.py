@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from spool.errors import InvalidInput, SpoolMissing
 from spool.timeutil import DUE_LENGTH, due_stamp, parse_due
@@ -44,7 +44,7 @@ def validate_id(value: object, what: str = "job id") -> str:
     return value
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[str]:
     """Whether `value` is an acceptable job id."""
     return isinstance(value, str) and bool(_ID.fullmatch(value))
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from spool.errors import InvalidInput
 from spool.files import discard, list_names, make_dir, read_with_stat
@@ -215,7 +215,7 @@ class Limits:
         for token in tokens:
             _unlink_if(token.path, token.inode, token.job_id, token.attempt)
 
-    def release_attempt(self, job_id: str, attempt: int, body: dict | None = None) -> int:
+    def release_attempt(self, job_id: str, attempt: int, body: dict[str, Any] | None = None) -> int:
         """Remove the tokens that name attempt `attempt` of `job_id` (a mover that did not take
         them: the reaper, recovery); looks in the pools `body` needs, else in every pool."""
         released = 0
@@ -224,7 +224,7 @@ class Limits:
                 released += _unlink_if(holder.path, holder.inode, job_id, attempt)
         return released
 
-    def _pools_for(self, body: dict | None) -> list[Path]:
+    def _pools_for(self, body: dict[str, Any] | None) -> list[Path]:
         try:
             return [pool_dir(self.store, ref) for ref in pools_of(self.store.config, body)] \
                 if isinstance(body, dict) else all_pools(self.store)
@@ -347,7 +347,7 @@ def _remove_empty(pool: Path) -> None:
         pass  # a claimer linked into it meanwhile (ENOTEMPTY), or it is gone already
 
 
-def usage(catalog: Catalog) -> list[dict]:
+def usage(catalog: Catalog) -> list[dict[str, Any]]:
     """Each pool's use, for `status`: `{name, key, max, used, holders, attempts, path}`, where
     `key` is `_` for an unpartitioned pool and the key's value (as its tokens name it) for a
     partitioned one; every declared limit's plain pool is listed, empty partitioned ones not."""

@@ -54,7 +54,7 @@ def check_limit_list(value: Any) -> list[str]:
     return value
 
 
-def pools_of(config: Config, body: dict) -> tuple[PoolRef, ...]:
+def pools_of(config: Config, body: dict[str, Any]) -> tuple[PoolRef, ...]:
     """The pools `body` needs, sorted, each once; InvalidInput naming an undeclared limit or a
     placeholder its args lack."""
     jtype = config.job_type(body.get("job") or "")

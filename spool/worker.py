@@ -19,7 +19,8 @@ import signal
 import time
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from spool.api import Spool
 from spool.attempts import Attempts, Running
@@ -162,10 +163,8 @@ class Worker:
         self._guarded("claim", lambda: self.claim_and_start(now))
         if mono - self.beat_at >= self.config.defaults.heartbeat:
             self._guarded("heartbeat", lambda: self.beat(now, mono))
-        if self.burst and not self.running and not self.attempts.unsettled \
-                and not self._anything_due(now):
-            return False
-        return True
+        idle = not self.running and not self.attempts.unsettled
+        return not (self.burst and idle and not self._anything_due(now))
 
     def _guarded(self, what: str, action: Callable[[], None]) -> None:
         """One phase of a step: a filesystem fault is logged and the step goes on, so that a
