@@ -1,4 +1,5 @@
-"""The Python API of DESIGN §9: `Spool(path)` and its verbs, a thin layer over the store."""
+"""The Python API of README, Python API: `Spool(path)` and its verbs, a thin layer over the
+store."""
 
 from __future__ import annotations
 

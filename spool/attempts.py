@@ -1,7 +1,7 @@
 """The attempts one worker runs: start each claimed job, supervise it, settle it when its
 process ends.
 
-Invariants (DESIGN §4, §5):
+Invariants (docs/protocol.md, Slots and Liveness; README, Writing jobs):
 - A claimed job is running, or settled, or waits in `unsettled` because settling it failed (a
   full disk) and is retried with a capped backoff; it never sits in processing/ without one of
   them. Any error between the claim and the start of its process ends the attempt at once, with

@@ -1,7 +1,8 @@
 """The catalog: reading a spool without changing it — where a job is, its body, the listings.
 
-Listings are hints (DESIGN §10): names may be missing or stale for the attribute-cache time,
-and every reader tolerates a file that moved between listing and reading.
+Listings are hints (docs/protocol.md, Transitions: listings are hints on NFS): names may be missing
+or stale for the attribute-cache time, and every reader tolerates a file that moved between listing
+and reading.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ class Catalog:
 
     def find_copy(self, job_id: str, exclude: Path | None = None,
                   pending_ids: set[str] | None = None) -> Located | None:
-        """A copy of the job other than `exclude`, in any state directory (DESIGN §3 rule 5,
-        §7: ids are unique across every state, held/ included). `pending_ids`, when given,
-        stands in for a listing of pending/ (a pass over many drops lists it once)."""
+        """A copy of the job other than `exclude`, in any state directory (docs/protocol.md,
+        Copies; ids are unique across every state, held/ included). `pending_ids`,
+        when given, stands in for a listing of pending/ (a pass over many drops lists it once)."""
         for state in ("done", "dead", "held"):
             other = self.layout.state_dir(state) / f"{job_id}.json"
             if os.path.lexists(other):

@@ -1,11 +1,11 @@
 """Choosing and claiming work: a sorted in-memory view of pending/ and the claim under the
-host lock (DESIGN §4).
+host lock (docs/protocol.md, Slots and Liveness).
 
 The view holds names only (plus the slots/after/attempts of names it has looked at), so a
 claim costs the same with 100 or 100,000 jobs waiting. It is refreshed from a listing when it
 runs dry or every `refresh` seconds, and fed names from inotify in between. The view of one
 worker can be stale: a job another worker of this host recorded in the ledger is theirs, even
-when our claiming rename reports ENOENT with the destination in place (§3 rule 4, §4).
+when our claiming rename reports ENOENT with the destination in place.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class JobInfo(NamedTuple):
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
     mtime_ns: int | None = None  # from another claimer's, which made the mtime fresh
     job: str = ""  # the job type, for pauses
-    pools: tuple[PoolRef, ...] = ()  # limit pools it needs a token of (DESIGN §12)
+    # limit pools it needs a token of (docs/protocol.md, Limit tokens)
+    pools: tuple[PoolRef, ...] = ()
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Claimed:
     attempt: int
     error: str | None = None
     dev: int | None = None
-    owner: int | None = None  # uid owning the file held (fstat): who submitted it (§13)
+    owner: int | None = None  # uid owning the file held (fstat): who submitted it (allow)
     tokens: list[Token] = field(default_factory=list)  # limit tokens, released after the move
 
     @property

@@ -75,12 +75,13 @@ class JobType:
     kill_grace: float = 10.0
     retention: float = 30 * 86400.0
     limits: tuple[str, ...] = ()  # "NAME" or "NAME:KEY", KEY may hold {arg} placeholders
-    allow: tuple[str, ...] | None = None  # who may submit it (DESIGN §13); None: anyone
+    # who may submit it (docs/protocol.md, Who may submit what); None: anyone
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Limit:
-    """`[limits.NAME]`: at most `max` running jobs hold it at once, cluster-wide (§12)."""
+    """`[limits.NAME]`: at most `max` running jobs hold it at once, cluster-wide."""
 
     name: str
     max: int

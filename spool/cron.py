@@ -5,9 +5,10 @@ the fire is then recorded by a marker `cron/SCHEDULE@STAMP` (also link(2)) that 
 purge of the job, so a late daemon can never enqueue a fire that already ran. Each daemon keeps
 its own "checked up to" time per schedule in `cron/state.<host>.json`; a schedule seen for the
 first time starts from now (no backfill before it was known, or before `start_at`).
-A paused schedule (`paused/schedule.NAME` or `paused/all`, DESIGN §12) fires nothing: each fire
-that falls due meanwhile is logged and recorded as skipped by its marker, so no daemon catches
-it up after `resume`. A manual fire (`spool fire`, `spool.flow`) is `SCHEDULE@manual.STAMP`.
+A paused schedule (`paused/schedule.NAME` or `paused/all`, docs/protocol.md, Markers) fires
+nothing: each fire that falls due meanwhile is logged and recorded as skipped by its marker, so no
+daemon catches it up after `resume`. A manual fire (`spool fire`, `spool.flow`) is
+`SCHEDULE@manual.STAMP`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def adopt_pass(store: Store, now: datetime, names: list[str],
                until: float = math.inf) -> tuple[list[str], list[str]]:
     """Adopt or reject the drops `names` until the monotonic time `until`: (ids that entered
     a state, names not looked at). A worker bounds each pass so that a burst of thousands of
-    drops never delays its heartbeats (DESIGN §4); pending/ is listed once per pass."""
+    drops never delays its heartbeats (docs/protocol.md, Slots and Liveness); pending/ is listed
+    once per pass."""
     ids: list[str] = []
     pending_ids = {parsed.id for name in list_names(store.layout.pending)
                    if (parsed := parse_pending_name(name))}
@@ -76,7 +77,7 @@ def adopt_drop(store: Store, name: str, now: datetime,
     if problem is None:
         try:
             normal = normalize(body, store.config, now, job_id)
-            # the owner of the bytes read (fstat): the adopted file will be spool's (§13)
+            # the owner of the bytes read (fstat): the adopted file will be spool's (allow)
             problem = refusal(store.config.job_type(normal["job"]), owner, normal)
         except InvalidInput as exc:
             problem = str(exc)

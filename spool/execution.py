@@ -91,7 +91,8 @@ class Attempt:
 
 def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
     """argv with `{name}` placeholders (`name` an identifier) filled from args, each expansion
-    staying one item; any other brace is literal, `{{` and `}}` give one brace (DESIGN §5)."""
+    staying one item; any other brace is literal, `{{` and `}}` give one brace (README, Writing
+    jobs)."""
     names = placeholders(command)
     if names and not isinstance(args, dict):
         raise InvalidInput(f"command {list(command)} needs object args, got {args!r}")

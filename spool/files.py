@@ -66,8 +66,9 @@ def create_private(path: str | Path, data: bytes, durable: bool, mode: int = 0o6
 
 def stage(tmp_dir: Path | str, data: bytes, durable: bool, tag: str = "stage", *,
           host: str, subject: str | None = None, mode: int = 0o644) -> str:
-    """Write `data` to a fresh private file in `tmp_dir` and return its path (DESIGN §3 rule 6:
-    the name carries host, pid and a random part; nobody acts on it before it is complete)."""
+    """Write `data` to a fresh private file in `tmp_dir` and return its path (docs/protocol.md,
+    Names in tmp/: the name carries host, pid and a random part; nobody acts on it before it
+    is complete)."""
     path = f"{tmp_dir}/{tmp_name(tag, host, os.getpid(), subject)}"
     create_private(path, data, durable, mode)
     return path

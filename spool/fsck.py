@@ -1,5 +1,5 @@
 """`spool fsck`: check every job file of a spool and repair what a crash, a full disk or a hand
-edit left behind (DESIGN §8).
+edit left behind (README, Command line).
 
 Invariant: fsck never deletes a job body. Without `repair` it only reads. With `repair` a job
 file moves only through the store, and only

@@ -1,9 +1,10 @@
 """fsck of the state directories: every job file readable, in one state only, its name agreeing
 with its body and its directory with its outcome; plus the layout and the drops in pending/.
 
-Invariant: of several copies of a job the one that records more stays (DESIGN §3 rule 5: the
-terminal one, else the later attempt) and the others are set aside; a file spool cannot place
-goes to dead/ as `invalid`, kept as `dead/ID.orig`, unless the job has another copy.
+Invariant: of several copies of a job the one that records more stays (docs/protocol.md,
+Copies: the terminal one, else the later attempt) and the others are set aside; a file
+spool cannot place goes to dead/ as `invalid`, kept as `dead/ID.orig`, unless the job has another
+copy.
 """
 
 from __future__ import annotations
@@ -132,8 +133,8 @@ def staged_ids(run: Run) -> set[str]:
 
 
 def duplicates(run: Run, copies: Copies) -> tuple[list[Finding], set[Path]]:
-    """DESIGN §3 rule 5: of several readable copies of a job keep the one that records more
-    and set the others aside."""
+    """docs/protocol.md, Copies: of several readable copies of a job keep the one that
+    records more and set the others aside."""
     findings, losers = [], set()
     for job_id, group in sorted(copies.items()):
         # looked at again: a job that moved during the scan (a claim, a finish) was seen twice

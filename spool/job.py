@@ -65,7 +65,8 @@ class Job:
     finished_at: datetime | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    after_any: tuple[str, ...] = ()  # DESIGN §12: the dependency finished in any way
+    # docs/protocol.md, Dependencies: the dependency finished in any way
+    after_any: tuple[str, ...] = ()
     after_failed: tuple[str, ...] = ()  # ... or ended in dead/
 
     @classmethod

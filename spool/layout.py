@@ -217,7 +217,8 @@ class Layout:
     def create(self, mode: int = 0o755, group: int | None = None) -> None:
         """Make the directory tree (idempotent). With a group the tree is setgid and
         group-writable; the directories only daemons move files in are also sticky, so a
-        group member cannot rename or replace what a daemon created there (DESIGN §13)."""
+        group member cannot rename or replace what a daemon created there (docs/protocol.md, Who
+        may submit what)."""
         for path in [self.root, *(self.root / sub for sub in SUBDIRS)]:
             path.mkdir(mode=mode, parents=True, exist_ok=True)
             if group is not None:

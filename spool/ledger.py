@@ -5,10 +5,10 @@ worker_pid, task_pid, task_start, task_boot, started_at}}, unfit: {id: slots}}`.
 of this host write it, always under the lock and by write-then-rename; other hosts read it as a
 hint. Whenever it is loaded, workers that are gone (pid not alive, or another boot) are dropped
 and the tasks they left running are stopped. Slots are held by processes, not by files
-(DESIGN §4): an entry stays while its task process lives (pid and start time), even when the
-job's file was taken away, and otherwise only while its worker lives and the file is still in
-`processing/<host>/` — so a host never runs more than its capacity, and a crash never leaks
-slots for good.
+(docs/protocol.md, Slots and Liveness): an entry stays while its task process lives (pid and start
+time), even when the job's file was taken away, and otherwise only while its worker lives and the
+file is still in `processing/<host>/` — so a host never runs more than its capacity, and a crash
+never leaks slots for good.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The limits gate of `spool explain` (DESIGN §12): for each pool a pending job needs, whether
-a token is free, and otherwise which attempts hold the pool's tokens."""
+"""The limits gate of `spool explain` (docs/protocol.md, Limit tokens): for each pool a pending job
+needs, whether a token is free, and otherwise which attempts hold the pool's tokens."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Concurrency tokens (DESIGN §12): the one module that creates and removes `limits/` files.
+"""Concurrency tokens (docs/protocol.md, Limit tokens): the one module that creates and removes
+`limits/` files.
 
 A pool `limits/<name>/<key>/` (see `spool.limitspec`) holds tokens named `0` … `max-1`. A token
 is one running attempt's right to run: it is created by `link(2)` of a private file in `tmp/`,
 fully written beforehand, that names the attempt as JSON `{id, attempt, host, pid, pools,
-claimed_at}` — the exclusive creation that holds on NFS (§10): after EEXIST the link count of our
+claimed_at}` — the exclusive creation that holds on NFS: after EEXIST the link count of our
 file tells whether the link was in fact ours. One staged file serves all pools of one attempt,
 so every token of an attempt shares its inode, which releases check before unlinking: a token
 re-created by another claimer under the same name is never removed by mistake.

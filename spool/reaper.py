@@ -7,7 +7,7 @@ seconds as measured by this reaper on CLOCK_BOOTTIME between its own observation
 `hosts/<host>.reaper.json`, tagged with the boot id, so that `reap --once` from a timer works
 too; observations of another boot are discarded). On first sight, a file whose mtime is older
 than the file server's own clock (the mtime of a probe the reaper just wrote) by more than two
-leases is stale at once; claimers make a processing file's mtime fresh at the claim (§3 rule 8).
+leases is stale at once; claimers make a processing file's mtime fresh at the claim.
 This host's own processing files are judged by their flock instead.
 
 A pass costs what changed: markers and retention, which read every finished job, run on a
@@ -128,14 +128,15 @@ class Reaper:
 
     def sweep_tokens(self) -> None:
         """Limit tokens whose attempt is not in processing/, older than the lease by the file
-        server's clock (DESIGN §12): their claimer died between token and rename, or before
-        releasing them."""
+        server's clock (docs/protocol.md, Limit tokens): their claimer died between token and
+        rename, or before releasing them."""
         for path in Limits(self.store).sweep(self._probe, self.spool.config.defaults.lease):
             log.warning("freed limit token %s: its attempt is not in processing/", path)
 
     def _recover_own(self, now: datetime) -> list[str]:
         """This host's orphans (flock free), under the host lock, whose pruning first stops
-        any task their dead worker left running (DESIGN §4: never two runs at once)."""
+        any task their dead worker left running (docs/protocol.md, Slots and Liveness: never two
+        runs at once)."""
         if not any(self.store.processing_paths(self.spool.host)):
             return []
         ledger = HostLedger(self.store.layout, self.spool.host, self.store.durable)

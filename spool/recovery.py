@@ -1,4 +1,5 @@
-"""Completing or rolling back what a crash left half done (DESIGN §3 rules 2, 5 and 6).
+"""Completing or rolling back what a crash left half done (docs/protocol.md, Transitions rules 2, 5
+and 6).
 
 Leftovers are recognised by name alone (`layout.parse_tmp_name` for tmp/):
 - an orphan processing file `processing/<host>/ID.N.json` (its worker died): if its outcome
@@ -94,7 +95,8 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
                                           now, body.get("job") if isinstance(
                                               body.get("job"), str) else None), now)
         return "dead"
-    # requeued, the file becomes spool's: keep who owns the job (DESIGN §13)
+    # requeued, the file becomes spool's: keep who owns the job (docs/protocol.md, Who may submit
+    # what)
     body = carry_owner(store.config.job_type(body["job"]), info.st_uid, body)
     entry = {"attempt": attempt, "host": path.parent.name, "started_at": started_at,
              "ended_at": format_time(now)}
@@ -109,7 +111,8 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
 def release_tokens(store: Store, job_id: str, attempt: int,
                    body: dict[str, Any] | None = None) -> None:
     """After moving an attempt out of processing/ for a worker that cannot: its limit tokens
-    go (DESIGN §12); what a failure leaves, the reaper removes once older than the lease."""
+    go (docs/protocol.md, Limit tokens); what a failure leaves, the reaper removes once older than
+    the lease."""
     try:
         Limits(store).release_attempt(job_id, attempt, body)
     except OSError as exc:

@@ -2,10 +2,10 @@
 running attempts, run `step`, and run companion daemons (cron, reaper) from the same loop for
 `spool run`.
 
-The loop never exits on a fault (DESIGN §7): a start-up that fails (a full disk, no free
-inodes, EACCES on the host lock) is logged with the path and retried with backoff, a step that
-fails is logged and retried; only SIGTERM/SIGINT (or a burst worker with nothing left) end it.
-SIGSTOP/SIGCONT and interrupted waits are just wake-ups.
+The loop never exits on a fault (docs/protocol.md, Links, FIFOs and group members): a start-up that
+fails (a full disk, no free inodes, EACCES on the host lock) is logged with the path and retried
+with backoff, a step that fails is logged and retried; only SIGTERM/SIGINT (or a burst worker with
+nothing left) end it. SIGSTOP/SIGCONT and interrupted waits are just wake-ups.
 """
 
 from __future__ import annotations

@@ -80,8 +80,9 @@ def settle_once(store: Store, pid: int, pending: Unsettled, now: datetime) -> bo
 
 
 def release_tokens(store: Store, item: Claimed) -> None:
-    """After the move out of processing/: the attempt's limit tokens go (DESIGN §12). A
-    failure is logged; the reaper removes what is left once it is older than the lease."""
+    """After the move out of processing/: the attempt's limit tokens go (docs/protocol.md, Limit
+    tokens). A failure is logged; the reaper removes what is left once it is older than the
+    lease."""
     try:
         Limits(store).give_back(item.tokens)
     except OSError as exc:

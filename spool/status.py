@@ -19,7 +19,7 @@ from spool.timeutil import due_stamp, format_time, parse_due
 
 
 def status(store: Store, now: datetime) -> dict[str, Any]:
-    """The `status --json` document (DESIGN §8)."""
+    """The `status --json` document (README, Command line)."""
     layout = store.layout
     pending = list_names(layout.pending)
     parsed = [p for name in pending if (p := parse_pending_name(name))]
@@ -47,7 +47,7 @@ def status(store: Store, now: datetime) -> dict[str, Any]:
         "unclaimable": unclaimable,
         "schedules": [{"name": name, "next_fire": _fire(sched, now)}
                       for name, sched in sorted(store.config.schedules.items())],
-        # DESIGN §8's shape, filled in as hold, pause, limits and explain arrive
+        # README, Command line's shape, filled in as hold, pause, limits and explain arrive
         "held": len(store.terminal_names("held")),
         "paused": sorted(read_pauses(store).markers),
         "limits": usage(store),

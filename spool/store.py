@@ -1,16 +1,16 @@
 """The store: the only module that renames, links or unlinks job files.
 
-Protocol (DESIGN §3): new content is written to a private file in `tmp/` (its name carries
-host, pid and a random part, see `layout.tmp_name`) and renamed into place only once complete.
-Terminal moves are *move, then fill*: the outcome is staged as `tmp/finish-STATE,HOST,PID,RAND,
-ID.N`, the processing (or pending) file is renamed to `STATE/ID.json` — the commit — and the
-staged body is renamed over it. Requeues are *stage, then move*, preceded by a rename of the
-source into a hold `tmp/VERB,HOST,PID,RAND,ID.N` so that of several racing movers exactly one
-proceeds. The worker's flock descriptor is closed after the commit rename and before any rename
-replaces or unlinks the file it holds (on NFS that would silly-rename it). Every rename that fails
-with ENOENT is checked against its destination (NFS may report ENOENT for a retransmitted
-rename that succeeded). `spool.recovery` completes or rolls back whatever a crash leaves half
-done, from these names alone.
+Protocol (docs/protocol.md, Transitions): new content is written to a private file in `tmp/` (its
+name carries host, pid and a random part, see `layout.tmp_name`) and renamed into place only once
+complete. Terminal moves are *move, then fill*: the outcome is staged as
+`tmp/finish-STATE,HOST,PID,RAND, ID.N`, the processing (or pending) file is renamed to
+`STATE/ID.json` — the commit — and the staged body is renamed over it. Requeues are *stage, then
+move*, preceded by a rename of the source into a hold `tmp/VERB,HOST,PID,RAND,ID.N` so that of
+several racing movers exactly one proceeds. The worker's flock descriptor is closed after the
+commit rename and before any rename replaces or unlinks the file it holds (on NFS that would
+silly-rename it). Every rename that fails with ENOENT is checked against its destination (NFS may
+report ENOENT for a retransmitted rename that succeeded). `spool.recovery` completes or rolls back
+whatever a crash leaves half done, from these names alone.
 """
 
 from __future__ import annotations
@@ -134,9 +134,9 @@ class Store(Catalog):
               now: datetime, inode: int | None = None, mtime_ns: int | None = None
               ) -> Path | None:
         """Rename a pending file into `host_dir` as `ID.N.json` and make its mtime fresh
-        (DESIGN §3 rule 8); None when another claimer won. After an ENOENT, an existing
-        destination is this claim that NFS misreported (rule 4) only when it is still the file
-        this claimer read, untouched (`inode`, `mtime_ns`): the caller, under the host lock,
+        (docs/protocol.md, Liveness); None when another claimer won. After an ENOENT, an
+        existing destination is this claim that NFS misreported only when it is still the
+        file this claimer read, untouched (`inode`, `mtime_ns`): the caller, under the host lock,
         skips jobs that live workers of the host hold, and a dead worker's claim of the same
         file had made its mtime fresh — that orphan is left to recovery."""
         dest = host_dir / processing_name(job_id, attempt)
@@ -279,8 +279,8 @@ class Store(Catalog):
     def set_aside(self, path: Path, reason: str, now: datetime,
                   job_id: str | None = None) -> Path | None:
         """Take a redundant copy of a job out of its state directory without deleting it
-        (DESIGN §3 rule 5): `tmp/aside,HOST,PID,RAND,NAME`, kept until `fsck` or an operator
-        deals with it. None when the file was gone already."""
+        (docs/protocol.md, Copies): `tmp/aside,HOST,PID,RAND,NAME`, kept until `fsck`
+        or an operator deals with it. None when the file was gone already."""
         aside = self.set_aside_as(path, path.name, reason, now, job_id)
         if aside is not None:
             log.warning("set aside %s as %s: %s", path, aside.name, reason)
@@ -305,8 +305,9 @@ class Store(Catalog):
         return True
 
     def hold_pending(self, name: str, body: dict[str, Any], now: datetime) -> Path:
-        """Stage then move: a pending job goes to `held/ID.json` (DESIGN §12), keeping its
-        unique key. OwnershipLost when a worker claimed it (or another mover took it) first."""
+        """Stage then move: a pending job goes to `held/ID.json` (docs/protocol.md, Transitions),
+        keeping its unique key. OwnershipLost when a worker claimed it (or another mover took it)
+        first."""
         job_id = body["id"]
         make_dir(self.layout.held, self.mode)  # a spool made before held/ existed
         staged = self._stage(body)

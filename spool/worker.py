@@ -181,9 +181,9 @@ class Worker:
         return str(exc)
 
     def adopt(self, now: datetime) -> bool:
-        """Adopt drops for at most a quarter of a heartbeat (DESIGN §4: a burst of thousands
-        of drops must not delay heartbeats); the rest waits for the next step. True when
-        drops are left for it."""
+        """Adopt drops for at most a quarter of a heartbeat (docs/protocol.md, Slots and Liveness:
+        a burst of thousands of drops must not delay heartbeats); the rest waits for the next step.
+        True when drops are left for it."""
         if not self.view.drops:
             return False
         until = time.monotonic() + max(0.02, self.config.defaults.heartbeat / 4)
@@ -266,7 +266,7 @@ class Worker:
 
     def _record_tasks(self, ledger: Ledger) -> None:
         """Note each running task's pid and start time, so that a successor can stop it if
-        this worker is killed, and so that its slots stay held while it lives (§4)."""
+        this worker is killed, and so that its slots stay held while it lives."""
         for job_id, run in self.running.items():
             ledger.hold_task(job_id, run.claimed.attempt, int(run.body.get("slots") or 1),
                              self.pid, run.attempt.pid, format_time(run.attempt.started_at),
