@@ -72,6 +72,8 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                 verdict = judge(kind, fate) if fate else None
                 if verdict and verdict.verdict == "never":
                     return f"{kind} {dep} (it ended {verdict.fate}: can never run)"
+                if not fate and sp.store.locate(dep) is None:  # purged: blocked for good
+                    return f"{kind} {dep} (missing: blocked)"
                 if not verdict or verdict.verdict != "met":
                     return f"{kind} {dep}"
         if read_pauses(sp.store).job(job.job):
