@@ -73,7 +73,7 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                 if verdict and verdict.verdict == "never":
                     return f"{kind} {dep} (it ended {verdict.fate}: can never run)"
                 if not fate and sp.store.locate(dep) is None:  # purged: blocked for good
-                    return f"{kind} {dep} (missing: blocked)"
+                    return f"blocked: {kind} {dep} is missing"
                 if not verdict or verdict.verdict != "met":
                     return f"{kind} {dep}"
         if read_pauses(sp.store).job(job.job):
