@@ -23,10 +23,11 @@ from spool.timeutil import DUE_LENGTH, due_stamp, parse_due
 STATES = ("pending", "held", "processing", "done", "dead")
 TERMINAL_STATES = ("done", "dead")
 SUBDIRS = ("tmp", "pending", "processing", "done", "dead", "hosts", "logs", "cancel",
-           "unique", "cron", "events", "held", "paused")
-OPTIONAL_DIRS = ("held", "paused")  # made on first use too: spools made before them lack them
+           "unique", "cron", "events", "held", "paused", "limits")
+# made on first use too: spools made before them lack them
+OPTIONAL_DIRS = ("held", "paused", "limits")
 CONFIG_NAME = "spool.toml"
-DAEMON_ONLY_DIRS = ("processing", "hosts", "events")
+DAEMON_ONLY_DIRS = ("processing", "hosts", "events", "limits")
 
 # fullmatch, never `$`: `$` also matches before a trailing newline ("abc\n" is no id)
 _ID = re.compile(r"[A-Za-z0-9_@+][A-Za-z0-9._@+-]{0,127}")
