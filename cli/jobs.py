@@ -172,7 +172,8 @@ def ls(sp: Spool, state: str, job_type: str | None, outcome: str | None, host: s
 
 def _asked(state: str, *filters: str | None) -> str:
     names = ("--job", "--outcome", "--host", "--since")
-    parts = [f"state {state}"] + [f"{n} {v}" for n, v in zip(names, filters) if v is not None]
+    given = zip(names, filters, strict=True)
+    parts = [f"state {state}", *(f"{n} {v}" for n, v in given if v is not None)]
     return ", ".join(parts)
 
 

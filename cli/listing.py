@@ -1,7 +1,8 @@
-"""`spool ls`: the columns, filters and order of DESIGN §8, kept apart from the commands.
+"""`spool ls`: the columns, filters and order of README, Command line, kept apart from the commands.
 
-A listing is a hint (DESIGN §10): every value here comes from one read of each job file and,
-for running jobs, of their host's ledger; nothing is written.
+A listing is a hint (docs/protocol.md, Transitions: listings are hints on NFS): every value here
+comes from one read of each job file and, for running jobs, of their host's ledger; nothing is
+written.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                 verdict = judge(kind, fate) if fate else None
                 if verdict and verdict.verdict == "never":
                     return f"{kind} {dep} (it ended {verdict.fate}: can never run)"
+                if not fate and sp.store.locate(dep) is None:  # purged: blocked for good
+                    return f"blocked: {kind} {dep} is missing"
                 if not verdict or verdict.verdict != "met":
                     return f"{kind} {dep}"
         if read_pauses(sp.store).job(job.job):

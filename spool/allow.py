@@ -1,4 +1,5 @@
-"""Who may submit what (DESIGN §13): `allow = ["alice", "@ops"]` in `[jobs.NAME]`.
+"""Who may submit what (docs/protocol.md, Who may submit what): `allow = ["alice", "@ops"]` in
+`[jobs.NAME]`.
 
 A job of a type with `allow` runs only when its owner is a listed user or a member (primary
 or supplementary group) of a listed group; any other is rejected to dead/ as `invalid`, with an

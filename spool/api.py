@@ -1,7 +1,9 @@
-"""The Python API of DESIGN §9: `Spool(path)` and its verbs, a thin layer over the store."""
+"""The Python API of README, Python API: `Spool(path)` and its verbs, a thin layer over the
+store."""
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import sys
@@ -37,7 +39,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def unreadable_body(state: str, path: Path, exc: Exception) -> dict:
+def unreadable_body(state: str, path: Path, exc: Exception) -> dict[str, Any]:
     """What a listing shows of a job file it cannot read: its id (from its name) and why."""
     if state == "pending":
         parsed = parse_pending_name(path.name)
@@ -71,7 +73,7 @@ class Spool:
     are used. A Spool that writes (the default) raises the ConfigError instead.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, host: str | None = None,
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, host: str | None = None,
                  config: Config | None = None, clock: Clock = utc_now,
                  read_only: bool = False, warn: Callable[[str], None] | None = None) -> None:
         root = Path(path if path is not None else os.environ.get("SPOOL_DIR") or "spool")
@@ -135,9 +137,9 @@ class Spool:
               at: datetime | str | None = None, unique: str | None = None,
               after: Iterable[str] = (), slots: int | None = None,
               timeout: float | timedelta | str | None = None, max_attempts: int | None = None,
-              meta: dict | None = None, schedule: str | None = None,
+              meta: dict[str, Any] | None = None, schedule: str | None = None,
               limits: Iterable[str] | None = None,
-              after_any: Iterable[str] = (), after_failed: Iterable[str] = ()) -> dict:
+              after_any: Iterable[str] = (), after_failed: Iterable[str] = ()) -> dict[str, Any]:
         """A validated job body, not yet written."""
         now = self.clock()
         if delay is not None and at is not None:
@@ -177,7 +179,7 @@ class Spool:
             require_known(self.store, body)
         return self.store.submit(body, self.clock(), exclusive_id=options.get("id") is not None)
 
-    def submit_many(self, jobs: Iterable[dict]) -> list[str]:
+    def submit_many(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
         """Enqueue many jobs (each a dict of `submit`'s arguments) with one directory fsync."""
         specs = list(jobs)
         bodies = [self.build(**spec) for spec in specs]
@@ -190,7 +192,7 @@ class Spool:
 
     # -- inspect -------------------------------------------------------------------------
 
-    def explain(self, job_id: str) -> dict:
+    def explain(self, job_id: str) -> dict[str, Any]:
         """Why the job is where it is: every gate of a waiting job, or how it runs or ended."""
         return explain(self, validate_id(job_id))
 
@@ -198,7 +200,7 @@ class Spool:
         """The job in whatever state it is; JobNotFound when there is none."""
         return self.store.get(validate_id(job_id))[0]
 
-    def get_with_body(self, job_id: str) -> tuple[Job, dict]:
+    def get_with_body(self, job_id: str) -> tuple[Job, dict[str, Any]]:
         """The job and its stored fields (for `show --json`)."""
         return self.store.get(validate_id(job_id))
 
@@ -208,7 +210,7 @@ class Spool:
         return [found for found, _ in self.list_with_bodies(state, job=job, limit=limit)]
 
     def list_with_bodies(self, state: str | None = None, *, job: str | None = None,
-                         limit: int | None = None) -> list[tuple[Job, dict]]:
+                         limit: int | None = None) -> builtins.list[tuple[Job, dict[str, Any]]]:
         """`list`, keeping each stored body; reads only as many files as it returns.
 
         A file that cannot be read (too big, not JSON, EACCES, EIO) is listed all the same, as
@@ -217,7 +219,7 @@ class Spool:
         """
         if state not in (None, "all", *STATES):
             raise InvalidInput(f"state {state!r} is not one of {', '.join(STATES)}, all")
-        found: list[tuple[Job, dict]] = []
+        found: builtins.list[tuple[Job, dict[str, Any]]] = []
         for where_state, path in self._paths(state):
             if limit is not None and len(found) >= limit:
                 break
@@ -233,7 +235,7 @@ class Spool:
                 found.append((Job.from_body(body, where_state, path), body))
         return found
 
-    def running(self, job: Job) -> dict | None:
+    def running(self, job: Job) -> dict[str, Any] | None:
         """The running attempt of a job in processing/: attempt, host, started_at (when the
         host's ledger records it), runtime and heartbeat_age in seconds; None otherwise."""
         if job.state != "processing":
@@ -280,7 +282,7 @@ class Spool:
 
         retry(self.store, validate_id(job_id), self.clock())
 
-    def retry_all(self, job: str | None = None) -> list[str]:
+    def retry_all(self, job: str | None = None) -> builtins.list[str]:
         """Retry every dead job (of one job type when given)."""
         from spool.operations import retry
 
@@ -327,7 +329,7 @@ class Spool:
                               all)
         return resume(self.store, markers, self.clock())
 
-    def paused(self) -> list[str]:
+    def paused(self) -> builtins.list[str]:
         """The pause markers in force (`job.NAME`, `host.NAME`, `schedule.NAME`, `all`)."""
         from spool.pause import read_pauses
 
@@ -341,7 +343,7 @@ class Spool:
         return fire(self, schedule, force)
 
     def purge(self, state: str, older_than: float | timedelta | str | None = None,
-              *, dry_run: bool = False) -> list[str]:
+              *, dry_run: bool = False) -> builtins.list[str]:
         """Delete finished jobs of `state` (done, dead or all) older than `older_than`."""
         from spool.operations import purge
 
@@ -376,7 +378,7 @@ class Spool:
                 return Job.from_body(body, state, path)
         return None
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """The `status --json` document."""
         from spool.status import status
 

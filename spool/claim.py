@@ -1,11 +1,11 @@
 """Choosing and claiming work: a sorted in-memory view of pending/ and the claim under the
-host lock (DESIGN §4).
+host lock (docs/protocol.md, Slots and Liveness).
 
 The view holds names only (plus the slots/after/attempts of names it has looked at), so a
 claim costs the same with 100 or 100,000 jobs waiting. It is refreshed from a listing when it
 runs dry or every `refresh` seconds, and fed names from inotify in between. The view of one
 worker can be stale: a job another worker of this host recorded in the ledger is theirs, even
-when our claiming rename reports ENOENT with the destination in place (§3 rule 4, §4).
+when our claiming rename reports ENOENT with the destination in place.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Iterator
 
 from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
@@ -46,7 +47,8 @@ class JobInfo(NamedTuple):
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
     mtime_ns: int | None = None  # from another claimer's, which made the mtime fresh
     job: str = ""  # the job type, for pauses
-    pools: tuple[PoolRef, ...] = ()  # limit pools it needs a token of (DESIGN §12)
+    # limit pools it needs a token of (docs/protocol.md, Limit tokens)
+    pools: tuple[PoolRef, ...] = ()
 
 
 @dataclass
@@ -57,11 +59,11 @@ class Claimed:
     path: Path
     fd: int | None
     inode: int
-    body: dict | None
+    body: dict[str, Any] | None
     attempt: int
     error: str | None = None
     dev: int | None = None
-    owner: int | None = None  # uid owning the file held (fstat): who submitted it (§13)
+    owner: int | None = None  # uid owning the file held (fstat): who submitted it (allow)
     tokens: list[Token] = field(default_factory=list)  # limit tokens, released after the move
 
     @property
@@ -162,12 +164,12 @@ class PendingView:
         if name in self.info:
             return self.info[name]
         try:
-            body, info = self.store.read_with_stat(self.store.layout.pending / name)
+            body, found = self.store.read_with_stat(self.store.layout.pending / name)
             # a hand-made canonical file may leave slots to its job type, as a drop may
             jtype = self.store.config.job_type(body.get("job") or "")
             default = jtype.slots if jtype else self.store.config.defaults.slots
             info = JobInfo(_int(body.get("slots"), default), dependencies(body),
-                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns,
+                           _int(body.get("attempts"), 0), True, found.st_ino, found.st_mtime_ns,
                            job=str(body.get("job") or ""), pools=_pools(self.store, body))
         except FileNotFoundError:
             return None
@@ -177,7 +179,7 @@ class PendingView:
         return info
 
 
-def _pools(store: Store, body: dict) -> tuple[PoolRef, ...]:
+def _pools(store: Store, body: dict[str, Any]) -> tuple[PoolRef, ...]:
     """The pools a pending job needs; none when its limits are invalid (its claim rejects it)."""
     try:
         return pools_of(store.config, body)

@@ -1,5 +1,5 @@
-"""Job dependencies (DESIGN §12): `after` (the dependency completed), `after_any` (it finished
-in any way: done/ or dead/) and `after_failed` (it ended in dead/).
+"""Job dependencies (docs/protocol.md, Dependencies): `after` (the dependency completed),
+`after_any` (it finished in any way: done/ or dead/) and `after_failed` (it ended in dead/).
 
 A dependency's fate is read from done/ and dead/ alone (one open each): terminal files have no
 other writer, so a verdict of `met` or `never` cannot be undone by a race. Anything else is
@@ -89,7 +89,8 @@ def never_reason(kind: str, dep: str, fate: str) -> str:
 
 def require_known(catalog: Catalog, body: dict[str, Any], also: Iterable[str] = ()) -> None:
     """JobNotFound naming the first dependency of any kind that is no job in any state
-    (DESIGN §12: submit rejects an unknown dependency); `also`: ids of the same batch."""
+    (docs/protocol.md, Dependencies: submit rejects an unknown dependency); `also`: ids of the same
+    batch."""
     batch = set(also)
     for kind, dep in dependencies(body):
         dep = validate_id(dep, kind)

@@ -12,6 +12,8 @@ lone surrogate in a string.
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
 import math
@@ -43,7 +45,8 @@ def adopt_pass(store: Store, now: datetime, names: list[str],
                until: float = math.inf) -> tuple[list[str], list[str]]:
     """Adopt or reject the drops `names` until the monotonic time `until`: (ids that entered
     a state, names not looked at). A worker bounds each pass so that a burst of thousands of
-    drops never delays its heartbeats (DESIGN §4); pending/ is listed once per pass."""
+    drops never delays its heartbeats (docs/protocol.md, Slots and Liveness); pending/ is listed
+    once per pass."""
     ids: list[str] = []
     pending_ids = {parsed.id for name in list_names(store.layout.pending)
                    if (parsed := parse_pending_name(name))}
@@ -74,7 +77,7 @@ def adopt_drop(store: Store, name: str, now: datetime,
     if problem is None:
         try:
             normal = normalize(body, store.config, now, job_id)
-            # the owner of the bytes read (fstat): the adopted file will be spool's (§13)
+            # the owner of the bytes read (fstat): the adopted file will be spool's (allow)
             problem = refusal(store.config.job_type(normal["job"]), owner, normal)
         except InvalidInput as exc:
             problem = str(exc)
@@ -96,7 +99,7 @@ def adopt_drop(store: Store, name: str, now: datetime,
 
 
 def _inspect(store: Store, path: Path,
-             info: os.stat_result) -> tuple[dict | None, str | None, bool, int]:
+             info: os.stat_result) -> tuple[dict[str, Any] | None, str | None, bool, int]:
     """(body, problem, unparsable, owner): the parsed body, or what is wrong with the file,
     and the uid owning the file read."""
     limit = store.config.defaults.max_job_bytes
@@ -127,7 +130,8 @@ def _inspect(store: Store, path: Path,
     return body, None, False, owner
 
 
-def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, str | None, bool]:
+def _drop_id(name: str, body: dict[str, Any] | None,
+             info: os.stat_result) -> tuple[str, str | None, bool]:
     """(id, problem, caller-chosen): the body's `id`, else a valid stem, else a derived id."""
     derived = derived_id(from_timestamp(info.st_mtime),
                          f"{name}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}")
@@ -142,14 +146,14 @@ def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, s
     return derived, None, False
 
 
-def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict | None,
+def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict[str, Any] | None,
             problem: str, info: os.stat_result, now: datetime) -> str:
     dead = store.layout.dead
     if store.locate(job_id) is not None or os.path.lexists(dead / f"{job_id}.orig"):
         job_id = derived_id(now, f"{name}:{info.st_ino}:{now.timestamp()}:rejected")
     shown = printable(name)
     job = body.get("job") if body and isinstance(body.get("job"), str) else None
-    record = {
+    record: dict[str, Any] = {
         "id": job_id,
         "job": None if job is None else printable(job),
         "outcome": "invalid",

@@ -6,7 +6,8 @@ pause, limits, slots against each host's capacity, hold — and each gate gives 
 operator must act) or `never` (can never pass: the worker ends the job as cancelled); each
 gate is one function in `GATES`. A running job shows its host, worker, attempt, runtime and
 heartbeat age; a finished one its outcome, error and attempts. Everything here is a reading:
-listings are hints (DESIGN §10) and the answer may be stale by the time it is printed.
+listings are hints (docs/protocol.md, Transitions: listings are hints on NFS) and the answer may be
+stale by the time it is printed.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _used(ledger: dict[str, Any]) -> int:
 
 
 def held_path(catalog: Catalog, job_id: str) -> str:
-    """Where a held job lives (DESIGN §12: `held/ID.json`)."""
+    """Where a held job lives (docs/protocol.md, Directories are states: `held/ID.json`)."""
     return os.path.join(catalog.layout.root, "held", f"{job_id}.json")
 
 
@@ -118,7 +119,8 @@ def dependency(catalog: Catalog, dep: str, known: set[str] | None = None,
 
 def require_dependencies(catalog: Catalog, after: Iterable[str],
                          also: Iterable[str] = ()) -> None:
-    """JobNotFound naming the first `after` id that is no job in any state (DESIGN §12)."""
+    """JobNotFound naming the first `after` id that is no job in any state (docs/protocol.md,
+    Dependencies)."""
     require_known(catalog, {"after": list(after)}, also)
 
 
@@ -142,7 +144,8 @@ def blocked_ids(catalog: Catalog) -> list[str]:
 # -- the gates -------------------------------------------------------------------------------
 
 
-def due_gate(catalog: Catalog, job: Job, now: datetime, ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
+def due_gate(catalog: Catalog, job: Job, now: datetime,
+             ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     parsed = parse_pending_name(job.path.name)
     due = parse_due(parsed.due) if parsed else job.run_at
     if due is None:

@@ -1,4 +1,5 @@
-"""Operator flow control on single jobs and schedules (DESIGN §12): hold, release and fire.
+"""Operator flow control on single jobs and schedules (docs/protocol.md, Directories are states):
+hold, release and fire.
 
 `hold` takes a pending job out of the claim order into `held/ID.json` (stage, then move; its
 body carries the priority and due time its pending name had, so `release` puts it back under
@@ -38,7 +39,8 @@ def where(job: Job) -> str:
 
 def owned_body(store: Store, path: Path) -> dict[str, Any]:
     """The body of a job file about to be rewritten by this user, with its owner recorded
-    (`allow`, DESIGN §13): body and owner come from one descriptor, so they belong together."""
+    (`allow`, docs/protocol.md, Who may submit what): body and owner come from one descriptor, so
+    they belong together."""
     body, info = store.read_with_stat(path)
     return carry_owner(store.config.job_type(str(body.get("job"))), info.st_uid, body)
 

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from spool.errors import InvalidInput, SpoolMissing
 from spool.timeutil import DUE_LENGTH, due_stamp, parse_due
@@ -23,10 +23,11 @@ from spool.timeutil import DUE_LENGTH, due_stamp, parse_due
 STATES = ("pending", "held", "processing", "done", "dead")
 TERMINAL_STATES = ("done", "dead")
 SUBDIRS = ("tmp", "pending", "processing", "done", "dead", "hosts", "logs", "cancel",
-           "unique", "cron", "events", "held", "paused")
-OPTIONAL_DIRS = ("held", "paused")  # made on first use too: spools made before them lack them
+           "unique", "cron", "events", "held", "paused", "limits")
+# made on first use too: spools made before them lack them
+OPTIONAL_DIRS = ("held", "paused", "limits")
 CONFIG_NAME = "spool.toml"
-DAEMON_ONLY_DIRS = ("processing", "hosts", "events")
+DAEMON_ONLY_DIRS = ("processing", "hosts", "events", "limits")
 
 # fullmatch, never `$`: `$` also matches before a trailing newline ("abc\n" is no id)
 _ID = re.compile(r"[A-Za-z0-9_@+][A-Za-z0-9._@+-]{0,127}")
@@ -44,7 +45,7 @@ def validate_id(value: object, what: str = "job id") -> str:
     return value
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[str]:
     """Whether `value` is an acceptable job id."""
     return isinstance(value, str) and bool(_ID.fullmatch(value))
 
@@ -217,7 +218,8 @@ class Layout:
     def create(self, mode: int = 0o755, group: int | None = None) -> None:
         """Make the directory tree (idempotent). With a group the tree is setgid and
         group-writable; the directories only daemons move files in are also sticky, so a
-        group member cannot rename or replace what a daemon created there (DESIGN §13)."""
+        group member cannot rename or replace what a daemon created there (docs/protocol.md, Who
+        may submit what)."""
         for path in [self.root, *(self.root / sub for sub in SUBDIRS)]:
             path.mkdir(mode=mode, parents=True, exist_ok=True)
             if group is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 from datetime import datetime
 
@@ -16,8 +18,8 @@ from spool.store import Store
 from spool.timeutil import due_stamp, format_time, parse_due
 
 
-def status(store: Store, now: datetime) -> dict:
-    """The `status --json` document (DESIGN §8)."""
+def status(store: Store, now: datetime) -> dict[str, Any]:
+    """The `status --json` document (README, Command line)."""
     layout = store.layout
     pending = list_names(layout.pending)
     parsed = [p for name in pending if (p := parse_pending_name(name))]
@@ -45,7 +47,7 @@ def status(store: Store, now: datetime) -> dict:
         "unclaimable": unclaimable,
         "schedules": [{"name": name, "next_fire": _fire(sched, now)}
                       for name, sched in sorted(store.config.schedules.items())],
-        # DESIGN §8's shape, filled in as hold, pause, limits and explain arrive
+        # README, Command line's shape, filled in as hold, pause, limits and explain arrive
         "held": len(store.terminal_names("held")),
         "paused": sorted(read_pauses(store).markers),
         "limits": usage(store),
@@ -58,7 +60,7 @@ def _fire(schedule: Schedule, now: datetime) -> str | None:
     return format_time(fire) if fire else None
 
 
-def read_ledgers(store: Store, now: datetime) -> list[dict]:
+def read_ledgers(store: Store, now: datetime) -> list[dict[str, Any]]:
     """Every host's ledger as a hint: capacity, used slots, running ids, heartbeat age."""
     hosts = []
     for name in sorted(list_names(store.layout.hosts)):
@@ -85,7 +87,7 @@ def read_ledgers(store: Store, now: datetime) -> list[dict]:
     return hosts
 
 
-def _still_running(store: Store, host: object, running: object) -> dict:
+def _still_running(store: Store, host: object, running: object) -> dict[str, Any]:
     """The ledger's running entries whose attempt still has its file in processing/<host>/:
     a worker drops an ended attempt's entry only under its next lock, so the ledger alone
     would show an idle host busy with finished jobs."""
@@ -100,7 +102,7 @@ def _still_running(store: Store, host: object, running: object) -> dict:
             if isinstance(entry, dict) and (job_id, entry.get("attempt")) in on_disk}
 
 
-def format_status(doc: dict) -> str:
+def format_status(doc: dict[str, Any]) -> str:
     """Aligned text for people."""
     counts = doc["counts"]
     lines = [f"spool      {doc['spool']}",

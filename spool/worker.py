@@ -19,7 +19,8 @@ import signal
 import time
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from spool.api import Spool
 from spool.attempts import Attempts, Running
@@ -172,10 +173,8 @@ class Worker:
             self._guarded("ledger", self.sync_ledger)
         if mono - self.beat_at >= self.config.defaults.heartbeat:
             self._guarded("heartbeat", lambda: self.beat(now, mono))
-        if self.burst and not self.running and not self.attempts.unsettled \
-                and not self._anything_due(now):
-            return False
-        return True
+        idle = not self.running and not self.attempts.unsettled
+        return not (self.burst and idle and not self._anything_due(now))
 
     def _guarded(self, what: str, action: Callable[[], None]) -> None:
         """One phase of a step: a filesystem fault is logged and the step goes on, so that a
@@ -192,9 +191,9 @@ class Worker:
         return str(exc)
 
     def adopt(self, now: datetime) -> bool:
-        """Adopt drops for at most a quarter of a heartbeat (DESIGN §4: a burst of thousands
-        of drops must not delay heartbeats); the rest waits for the next step. True when
-        drops are left for it."""
+        """Adopt drops for at most a quarter of a heartbeat (docs/protocol.md, Slots and Liveness:
+        a burst of thousands of drops must not delay heartbeats); the rest waits for the next step.
+        True when drops are left for it."""
         if not self.view.drops:
             return False
         until = time.monotonic() + max(0.02, self.config.defaults.heartbeat / 4)
@@ -301,7 +300,7 @@ class Worker:
 
     def _record_tasks(self, ledger: Ledger) -> None:
         """Note each running task's pid and start time, so that a successor can stop it if
-        this worker is killed, and so that its slots stay held while it lives (§4)."""
+        this worker is killed, and so that its slots stay held while it lives."""
         self.record_at = None
         for job_id, run in self.running.items():
             ledger.hold_task(job_id, run.claimed.attempt, int(run.body.get("slots") or 1),

@@ -163,6 +163,7 @@ def test_purged_dependency_blocks_until_cancelled(spool):
     assert status["oldest_pending_age"] is None       # the only due job is blocked
     assert f"blocked (a dependency is missing; see 'spool explain ID'): {second}" \
         in cli(spool, "status")
+    assert "blocked: after_any " in cli(spool, "ls", "pending")
     burst(spool, host="a")                            # a second pass: no second event
     blocks = [e for e in events(spool, "--id", second) if e["event"] == "block"]
     assert len(blocks) == 1 and blocks[0]["dependency"] == first
