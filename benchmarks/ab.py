@@ -8,7 +8,8 @@ Each round runs, for each side, the create+write+rename floor, `submit` and `sub
 fresh interpreter that imports that side's `spool`. `--more` adds a capacity-1 drain, the
 enqueue → start latency of an idle worker (p50/p99 of `--samples`) and the burst drain of 1,000
 due jobs among `--pending` others due tomorrow, over the same drain alone (1.0: flat). Prints
-the best figure of each side (the lowest for a delay), the ratio B/A, and JSON.
+the best figure of each side (the lowest for a delay), their ratio B/A, the median of the
+rounds' own B/A ratios (the figure to trust on a machine whose speed swings), and JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,29 +101,37 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=100_000, help="scale drain (--more)")
     args = parser.parse_args()
     best: dict[str, dict[str, float]] = {"a": {}, "b": {}}
+    ratios: dict[str, list[float]] = {}  # B/A of each round: a slow minute slows both alike
     base = Path(tempfile.mkdtemp(prefix="spool-ab-", dir=args.dir))
     try:
         for _ in range(args.rounds):
+            round_figures = {}
             for side in ("a", "b"):
                 where = base / side
                 shutil.rmtree(where, ignore_errors=True)
                 where.mkdir()
                 figures = run_side(getattr(args, side).resolve(), where, args.n, args.jobs,
                                    (args.samples, args.pending) if args.more else None)
+                round_figures[side] = figures
                 for key, value in figures.items():
                     pick = min if key.endswith("_ms") else max  # a delay: the lowest is best
                     best[side][key] = pick(best[side].get(key, value), value)
+            for key, value in round_figures["b"].items():
+                ratios.setdefault(key, []).append(value / round_figures["a"][key])
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{'measure':<22}{'A':>12}{'B':>12}{'B/A':>8}{'A/floor':>9}{'B/floor':>9}")
+    print(f"{'measure':<22}{'A':>12}{'B':>12}{'B/A':>8}{'A/floor':>9}{'B/floor':>9}"
+          f"{'median B/A':>12}")
+    medians = {key: statistics.median(values) for key, values in ratios.items()}
     for key in best["a"]:
         a, b = best["a"][key], best["b"][key]
         fa, fb = best["a"]["floor_per_s"], best["b"]["floor_per_s"]
         if key.endswith("_per_s"):
-            print(f"{key:<22}{a:>12.0f}{b:>12.0f}{b / a:>8.2f}{a / fa:>9.2f}{b / fb:>9.2f}")
+            print(f"{key:<22}{a:>12.0f}{b:>12.0f}{b / a:>8.2f}{a / fa:>9.2f}{b / fb:>9.2f}"
+                  f"{medians[key]:>12.2f}")
         else:
-            print(f"{key:<22}{a:>12.2f}{b:>12.2f}{b / a:>8.2f}")
-    print(json.dumps({"a": str(args.a), "b": str(args.b), "best": best}))
+            print(f"{key:<22}{a:>12.2f}{b:>12.2f}{b / a:>8.2f}{'':>18}{medians[key]:>12.2f}")
+    print(json.dumps({"a": str(args.a), "b": str(args.b), "best": best, "ratios": ratios}))
 
 
 if __name__ == "__main__":
