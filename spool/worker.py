@@ -156,7 +156,7 @@ class Worker:
         self.attempts.supervise(mono, stop_due, self.signals > 1)
         self.attempts.retry_unsettled(now, mono)
         if self.stopping:
-            if self.attempts.ended:
+            if self.attempts.ended or self.record_at is not None:
                 self._guarded("ledger", self.sync_ledger)
             busy = bool(self.running) or (bool(self.attempts.unsettled) and not stop_due)
             if not busy:
