@@ -295,8 +295,8 @@ def holders(pools: Iterable[Path]) -> Iterator[Holder]:
 
 
 def read_token(path: Path) -> Holder | None:
-    """The attempt a token names; its job fields None when it does not parse as one, and None
-    for what is no regular file (never followed, never removed by spool)."""
+    """The attempt a token names; its job fields None when it does not parse as one (or cannot
+    be read), and None for what is no regular file (never followed, never removed by spool)."""
     try:
         data, info = read_with_stat(path, TOKEN_BYTES)
     except FileNotFoundError:
@@ -304,7 +304,9 @@ def read_token(path: Path) -> Holder | None:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EINVAL):
             return None
-        raise
+        # too large, unreadable (EACCES, EIO): a held token no attempt can be told of; one
+        # such file must not stop the sweep, status or a release from reading the others
+        data, info = b"", os.lstat(path)
     try:
         token = json.loads(data)
     except (ValueError, RecursionError):
