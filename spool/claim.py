@@ -29,6 +29,7 @@ from spool.ledger import Ledger
 from spool.limits import Limits, Token
 from spool.limitspec import PoolRef, pools_of
 from spool.parking import Parking, reopen_parked
+from spool.recovery import settle
 from spool.store import Store
 from spool.timeutil import due_stamp, format_time
 
@@ -279,6 +280,9 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             limits.give_back(tokens)
             continue
         held.tokens = tokens
+        if held.body is not None and limits.lost(tokens):
+            give_back_claim(store, held, now)
+            continue
         ledger.unfit.pop(job_id, None)
         ledger.running[job_id] = {"slots": info.slots if held.body else 1, "attempt": attempt,
                                   "worker_pid": worker_pid, "task_pid": None,
@@ -286,6 +290,23 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         free -= ledger.running[job_id]["slots"]
         claimed.append(held)
     return claimed
+
+
+def give_back_claim(store: Store, held: Claimed, now: datetime) -> None:
+    """A claim whose limit token the reaper freed while it stalled before its rename (DESIGN
+    §12: never above `max`): the job goes back to pending/, its attempt not counted. If that
+    fails, the unheld processing file is this host's orphan, for recovery to requeue."""
+    log.warning("job %s attempt %d: a limit token was freed while its claim stalled; "
+                "returning it to pending/", held.job_id, held.attempt)
+    lock_fd, held.fd = held.fd, None
+    try:
+        settle(store, held.path, held.body or {}, held.attempt, "interrupted", now,
+               inode=held.inode, lock_fd=lock_fd,
+               error="a limit token was freed while the claim stalled before its rename")
+    except OSError as exc:
+        log.error("cannot return job %s to pending/: %s", held.job_id, exc)
+    Limits(store).give_back(held.tokens)
+    held.tokens = []
 
 
 _OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK

@@ -11,7 +11,7 @@ from conftest import CONFIG, make_spool
 from limitkit import LIMIT_TYPES
 
 from spool import Spool
-from spool.limits import TOKEN_BYTES, Limits, pool_dir, usage
+from spool.limits import TOKEN_BYTES, Limits, holders, pool_dir, usage
 from spool.limitspec import PoolRef
 from spool.timeutil import UTC
 
@@ -36,3 +36,46 @@ def test_an_oversized_token_in_one_pool_does_not_stop_the_sweep_of_the_others(sp
     assert os.path.exists(pool_dir(sp.store, planted) / "0")  # never removed by spool
     used = {(p["name"], p["used"]) for p in usage(sp.store)}
     assert ("account", 1) in used and ("pair", 0) in used
+
+
+def test_a_claim_that_stalls_past_the_lease_before_its_rename_does_not_run_over_max(
+        sp, monkeypatch):
+    """A claimer stopped (SIGSTOP, an NFS hang) between its tokens and its rename: the reaper
+    frees its token as a dead claimer's and another attempt takes it; the claim must not then
+    run a second holder of a `max = 1` pool."""
+    from spool.claim import PendingView, claim_due
+    from spool.ledger import Ledger
+
+    stalled = sp.submit("per_account", args={"tag": "acme"}, id="a-stalled")
+    other = sp.submit("per_account", args={"tag": "acme"}, id="b-other")
+    acme = PoolRef("account", "acme")
+    view = PendingView(sp.store)
+    view.refresh(0)
+    real_claim = sp.store.claim
+    taken = []
+
+    def claim_after_a_stall(*args, **kwargs):
+        assert Limits(sp.store).sweep(lambda: 1e12, 3.0)  # the stalled claim's token went
+        taken.extend(Limits(sp.store).take([acme], other, 1, NOW, set())[0])
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(sp.store, "claim", claim_after_a_stall)
+    claimed = claim_due(sp.store, view, Ledger("h1", 8), NOW, os.getpid(), 1)
+    assert claimed == []
+    assert [h.job_id for h in holders([pool_dir(sp.store, acme)])] == [other]
+    job, body = sp.store.get(stalled)
+    assert job.state == "pending" and body["attempts"] == 0  # back, its attempt given back
+    assert body["history"][-1]["outcome"] == "interrupted"
+
+
+def test_give_back_never_removes_a_token_recreated_with_a_reused_inode(sp):
+    from spool.limits import Token
+
+    limits = Limits(sp.store)
+    taken, _ = limits.take([PoolRef("pair")], "a", 1, NOW, set())
+    os.unlink(taken[0].path)  # swept: its inode number is free again...
+    other, _ = limits.take([PoolRef("pair")], "b", 1, NOW, set())  # ...and reused here
+    assert other[0].path == taken[0].path
+    limits.give_back([Token(taken[0].path, other[0].inode, "a", 1)])
+    assert holders([pool_dir(sp.store, PoolRef("pair"))]).__next__().job_id == "b"
+    assert limits.lost([Token(taken[0].path, other[0].inode, "a", 1)])
