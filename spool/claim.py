@@ -24,6 +24,7 @@ from typing import Iterator, NamedTuple
 from spool.catalog import Catalog
 from spool.errors import InvalidInput
 from spool.files import list_names
+from spool.job import normalize
 from spool.layout import is_temporary_name, parse_pending_name
 from spool.ledger import Ledger
 from spool.limits import Limits, Token
@@ -280,8 +281,7 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             limits.give_back(tokens)
             continue
         held.tokens = tokens
-        if held.body is not None and limits.lost(tokens):
-            give_back_claim(store, held, now)
+        if held.body is not None and limits.lost(tokens) and give_back_claim(store, held, now):
             continue
         ledger.unfit.pop(job_id, None)
         ledger.running[job_id] = {"slots": info.slots if held.body else 1, "attempt": attempt,
@@ -292,21 +292,27 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     return claimed
 
 
-def give_back_claim(store: Store, held: Claimed, now: datetime) -> None:
+def give_back_claim(store: Store, held: Claimed, now: datetime) -> bool:
     """A claim whose limit token the reaper freed while it stalled before its rename (DESIGN
-    §12: never above `max`): the job goes back to pending/, its attempt not counted. If that
-    fails, the unheld processing file is this host's orphan, for recovery to requeue."""
+    §12: never above `max`): the job goes back to pending/, its attempt not counted (if that
+    fails, the unheld processing file is this host's orphan, for recovery to requeue). False
+    for a body that is no valid job: its claim goes on, to be buried, never run."""
+    try:
+        body = normalize(held.body or {}, store.config, now, held.job_id)
+    except Exception:  # noqa: BLE001 - hostile content is invalid, not a crash
+        return False
     log.warning("job %s attempt %d: a limit token was freed while its claim stalled; "
                 "returning it to pending/", held.job_id, held.attempt)
     lock_fd, held.fd = held.fd, None
     try:
-        settle(store, held.path, held.body or {}, held.attempt, "interrupted", now,
+        settle(store, held.path, body, held.attempt, "interrupted", now,
                inode=held.inode, lock_fd=lock_fd,
                error="a limit token was freed while the claim stalled before its rename")
     except OSError as exc:
         log.error("cannot return job %s to pending/: %s", held.job_id, exc)
     Limits(store).give_back(held.tokens)
     held.tokens = []
+    return True
 
 
 _OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
