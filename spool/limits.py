@@ -168,9 +168,12 @@ class Limits:
 
     def _stage(self, job_id: str, attempt: int, refs: tuple[PoolRef, ...],
                now: datetime) -> tuple[str, int]:
-        data = json.dumps({"id": job_id, "attempt": attempt, "host": self.store.host,
-                           "pid": os.getpid(), "pools": [ref.label for ref in refs],
-                           "claimed_at": format_time(now)}).encode()
+        token = {"id": job_id, "attempt": attempt, "host": self.store.host,
+                 "pid": os.getpid(), "pools": [ref.label for ref in refs],
+                 "claimed_at": format_time(now)}
+        data = json.dumps(token).encode()
+        if len(data) > TOKEN_BYTES:  # many long keys: the labels go, the token stays readable
+            data = json.dumps({**token, "pools": []}).encode()
         staged = self.store.stage_data(data, "token", f"{job_id}.{attempt}")
         return staged, os.lstat(staged).st_ino
 

@@ -79,3 +79,20 @@ def test_give_back_never_removes_a_token_recreated_with_a_reused_inode(sp):
     limits.give_back([Token(taken[0].path, other[0].inode, "a", 1)])
     assert holders([pool_dir(sp.store, PoolRef("pair"))]).__next__().job_id == "b"
     assert limits.lost([Token(taken[0].path, other[0].inode, "a", 1)])
+
+
+def test_a_job_with_many_long_limit_keys_runs_and_leaves_no_token(sp):
+    """Its token would be larger than a reader accepts: it must stay readable (else the claim
+    takes it for swept, and releases, which read it, never remove it)."""
+    from spool.claim import PendingView, claim_due
+    from spool.ledger import Ledger
+
+    keys = [f"account:{n:03d}" + "x" * 1000 for n in range(70)]
+    sp.submit("noop", limits=keys)
+    view = PendingView(sp.store)
+    view.refresh(0)
+    [claimed] = claim_due(sp.store, view, Ledger("h1", 8), NOW, os.getpid(), 1)
+    assert len(claimed.tokens) == 70
+    assert Limits(sp.store).release_attempt(claimed.job_id, 1) == 70  # recovery's release
+    assert [h for pool in sorted((sp.path / "limits" / "account").iterdir())
+            for h in holders([pool])] == []
