@@ -299,7 +299,7 @@ def give_back_claim(store: Store, held: Claimed, now: datetime) -> bool:
     for a body that is no valid job: its claim goes on, to be buried, never run."""
     try:
         body = normalize(held.body or {}, store.config, now, held.job_id)
-    except Exception:  # noqa: BLE001 - hostile content is invalid, not a crash
+    except Exception:  # hostile content is invalid, not a crash
         return False
     log.warning("job %s attempt %d: a limit token was freed while its claim stalled; "
                 "returning it to pending/", held.job_id, held.attempt)
