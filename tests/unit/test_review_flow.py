@@ -96,3 +96,30 @@ def test_a_job_with_many_long_limit_keys_runs_and_leaves_no_token(sp):
     assert Limits(sp.store).release_attempt(claimed.job_id, 1) == 70  # recovery's release
     assert [h for pool in sorted((sp.path / "limits" / "account").iterdir())
             for h in holders([pool])] == []
+
+
+def test_an_unreadable_pool_parks_its_jobs_without_stopping_other_claims(sp, monkeypatch):
+    """A pool directory a claimer cannot list (another user's, mode 000): its jobs wait, the
+    error is logged, and every other job is still claimed."""
+    import spool.limits as limits_module
+    import spool.parking as parking_module
+    from spool.claim import PendingView, claim_due
+    from spool.ledger import Ledger
+
+    def unreadable(directory):
+        if "limits" in str(directory):
+            raise PermissionError(13, "Permission denied", str(directory))
+        return os.listdir(directory)
+
+    sp.submit("limited", id="a-limited")
+    view = PendingView(sp.store)
+    view.refresh(0)
+    Limits(sp.store).take([PoolRef("pair")], "x", 1, NOW, set())
+    Limits(sp.store).take([PoolRef("pair")], "y", 1, NOW, set())
+    assert claim_due(sp.store, view, Ledger("h1", 8), NOW, os.getpid(), 8) == []  # parked
+    monkeypatch.setattr(parking_module, "list_names", unreadable)
+    monkeypatch.setattr(limits_module, "list_names", unreadable)
+    sp.submit("noop", id="b-noop")
+    view.refresh(1)
+    claimed = claim_due(sp.store, view, Ledger("h1", 8), NOW, os.getpid(), 8)
+    assert [c.job_id for c in claimed] == ["b-noop"]
