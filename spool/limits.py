@@ -261,19 +261,23 @@ class Limits:
         server_now: float | None = None
         for pool in all_pools(self.store):
             found = False
-            for holder in holders([pool]):
-                found = True
-                where = holder.processing_path(self.store)
-                if where is None or os.path.lexists(where):
-                    continue  # running (or not a token spool can read: fsck reports it)
-                if server_now is None:
-                    server_now = server_clock()
+            try:
+                for holder in holders([pool]):
+                    found = True
+                    where = holder.processing_path(self.store)
+                    if where is None or os.path.lexists(where):
+                        continue  # running (or not a token spool can read: fsck reports it)
                     if server_now is None:
-                        return removed  # no probe, no verdict: never judged by our own clock
-                if server_now - holder.mtime <= lease or os.path.lexists(where):
-                    continue  # a claim between its token and its rename, maybe (or just past)
-                if _unlink_if(holder.path, holder.job_id, holder.attempt):
-                    removed.append(holder.path)
+                        server_now = server_clock()
+                        if server_now is None:
+                            return removed  # no probe, no verdict: never by our own clock
+                    if server_now - holder.mtime <= lease or os.path.lexists(where):
+                        continue  # a claim between its token and its rename (or just past)
+                    if _unlink_if(holder.path, holder.job_id, holder.attempt):
+                        removed.append(holder.path)
+            except OSError as exc:  # one unreadable pool (EACCES, EIO) must not stop the rest
+                log.error("limit pool %s cannot be swept: %s", pool, exc)
+                continue
             if not found and pool.name != UNPARTITIONED:
                 _remove_empty(pool)  # one per key ever seen would pile up otherwise
         return removed

@@ -123,3 +123,20 @@ def test_an_unreadable_pool_parks_its_jobs_without_stopping_other_claims(sp, mon
     view.refresh(1)
     claimed = claim_due(sp.store, view, Ledger("h1", 8), NOW, os.getpid(), 8)
     assert [c.job_id for c in claimed] == ["b-noop"]
+
+
+def test_an_unreadable_pool_does_not_stop_the_sweep_of_the_others(sp, monkeypatch):
+    import spool.limits as limits_module
+
+    planted = PoolRef("account", "acme")  # sorts before "pair"
+    Limits(sp.store)._make_pool(planted)
+    leaked, _ = Limits(sp.store).take([PoolRef("pair")], "gone", 1, NOW, set())
+    listing = limits_module.list_names
+
+    def unreadable(directory):
+        if str(directory) == str(pool_dir(sp.store, planted)):
+            raise PermissionError(13, "Permission denied", str(directory))
+        return listing(directory)
+
+    monkeypatch.setattr(limits_module, "list_names", unreadable)
+    assert Limits(sp.store).sweep(lambda: 1e12, 3.0) == [leaked[0].path]
