@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from spool import Spool
@@ -94,7 +94,7 @@ def cli_seconds(root: Path, *args: str) -> tuple[float, float]:
 
 
 def fill(sp: Spool, n: int, future: bool = False) -> None:
-    at = datetime.now(timezone.utc) + timedelta(days=1) if future else None
+    at = datetime.now(UTC) + timedelta(days=1) if future else None
     for i in range(0, n, 1000):
         sp.submit_many([{"job": "true", "at": at} for _ in range(min(1000, n - i))])
 
@@ -128,7 +128,7 @@ def latency(where: Path, n: int) -> tuple[float, float]:
     time.sleep(1.0)
     samples = []
     try:
-        for i in range(n):
+        for _ in range(n):
             seen = len(stamps.read_text().splitlines()) if stamps.exists() else 0
             t0 = time.time()
             sp.submit("stamp", {"path": str(stamps)})
@@ -154,7 +154,7 @@ def claim_rate(where: Path, pending: int, claims: int) -> float:
     ledger = HostLedger(sp.store.layout, "bench", False)
     view = PendingView(sp.store)
     view.refresh(time.monotonic())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     start = time.perf_counter()
     for _ in range(claims):
         with ledger.locked(10**9) as book:

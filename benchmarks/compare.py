@@ -20,20 +20,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if importlib.util.find_spec("spool") is None or importlib.util.find_spec("spool.cli") is None:
     sys.exit("compare.py needs spool installed: ./install.sh, then run it with .venv/bin/python")
 
-import cmdjobs  # noqa: E402
-import latency  # noqa: E402
-import nfs  # noqa: E402
-import peers  # noqa: E402
-import pyjobs  # noqa: E402
-import scale  # noqa: E402
-from harness import Row, fresh, remove  # noqa: E402
+import cmdjobs
+import latency
+import nfs
+import peers
+import pyjobs
+import scale
+from harness import Row, fresh, remove
 
 WORKLOADS = ("command", "python", "latency", "scale", "enqueue", "nfs")
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="spool-compare-", dir=args.dir))
     command = shlex.join(["python", "benchmarks/compare.py", *(sys.argv[1:] if argv is None
                                                                else argv)])
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     print(f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, {filesystem(base)} at {base}"
           f"\n{command}\nsizes: {size}")
     found: list[Row] = []

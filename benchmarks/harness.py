@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -101,7 +101,7 @@ def _good(values: list[float | None]) -> list[float]:
 
 def per_round_ratio(mine: list[float | None], ref: list[float | None]) -> float | None:
     """The median over rounds of mine/ref, rounds where either failed left out."""
-    ratios = [m / r for m, r in zip(mine, ref) if m is not None and r]
+    ratios = [m / r for m, r in zip(mine, ref, strict=False) if m is not None and r]
     return statistics.median(ratios) if ratios else None
 
 

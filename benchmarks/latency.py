@@ -18,7 +18,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import peer_tasks
 from harness import HERE, SPOOL_CLI, Row, fresh, make

@@ -47,7 +47,7 @@ def contenders(base: Path, n: int, workers: int, skip_peers: bool,
             url = stack.enter_context(redis_server(fresh(base / "redis")))
             for cls in ("SimpleWorker", "Worker"):
                 out.append(Contender(f"rq {cls} --burst",
-                                     lambda cls=cls: rq_drain(url, cls, n),
+                                     lambda cls=cls, url=url: rq_drain(url, cls, n),
                                      "no fork per job" if cls == "SimpleWorker"
                                      else "a fork per job"))
     return out

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import make  # noqa: E402
+from bench import make
 
 CALLS = "openat,open,creat,rename,renameat,renameat2,link,linkat,unlink,unlinkat,fsync,fdatasync"
 
@@ -28,7 +28,7 @@ CALLS = "openat,open,creat,rename,renameat,renameat2,link,linkat,unlink,unlinkat
 def classify(line: str) -> str | None:
     match = re.search(r"\b(openat|open|creat|renameat2|renameat|rename|linkat|link|unlinkat|"
                       r"unlink|fsync|fdatasync)\(", line)
-    if not match or "= -1" in line or "resumed>" in line and "O_CREAT" not in line:
+    if not match or "= -1" in line or ("resumed>" in line and "O_CREAT" not in line):
         return None
     call = match.group(1)
     if call in ("openat", "open"):

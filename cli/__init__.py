@@ -1,6 +1,6 @@
 """The `spool` command: one group that builds a `Spool` for its subcommands.
 
-Errors: a SpoolError becomes one `Error: ...` line and the exit code of DESIGN §8; a
+Errors: a SpoolError becomes one `Error: ...` line and the exit code of README, Command line; a
 filesystem fault (OSError: a full disk, EACCES, EROFS, EIO...) one `Error: PATH: problem` line
 and exit 1 (the thing asked for failed, not the input); any other exception is a bug and keeps
 its traceback.
@@ -17,7 +17,7 @@ from spool.cli.common import (READ_ONLY_COMMANDS, describe_fault, is_fault, opti
                               warn)
 from spool.errors import SpoolError
 
-FAULT_EXIT = 1  # a filesystem fault: the thing asked for failed (DESIGN §8)
+FAULT_EXIT = 1  # a filesystem fault: the thing asked for failed (README, Command line)
 
 
 class SpoolFailure(click.ClickException):
@@ -34,7 +34,7 @@ class SpoolFailure(click.ClickException):
 
 class SpoolGroup(click.Group):
     """Turns SpoolError and filesystem faults raised by any command into their exit codes;
-    gives every command option its `SPOOL_<OPTION>` variable (DESIGN §8)."""
+    gives every command option its `SPOOL_<OPTION>` variable (README, Command line)."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)

@@ -88,6 +88,8 @@ def validate(sp: Spool, file: Path | None) -> None:
                 click.echo(f"  {name}: argv placeholders: {wanted}")
             if jtype.limits:
                 click.echo(f"  {name}: limits: {', '.join(jtype.limits)}")
+            if jtype.allow is not None:
+                click.echo(f"  {name}: allow: {', '.join(jtype.allow) or 'nobody'}")
         return
     try:
         data = file.read_bytes()

@@ -32,7 +32,7 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
-# Commands that only read: they work on a broken spool.toml (saying so once), DESIGN §8.
+# Commands that only read: they work on a broken spool.toml (saying so once), README, Command line.
 READ_ONLY_COMMANDS = frozenset({"ls", "show", "logs", "status", "explain", "events", "doctor",
                                 "fsck"})
 
@@ -75,7 +75,7 @@ def table(rows: list[list[str]], header: list[str],
         return padded if paint is None or is_header else paint(i, str(value), padded)
 
     lines = ["  ".join(cell(i, c, w, row is header) for i, (c, w) in
-                       enumerate(zip(row, widths))).rstrip()
+                       enumerate(zip(row, widths, strict=False))).rstrip()
              for row in [header, *rows]]
     return "\n".join(lines)
 
@@ -101,7 +101,8 @@ def coloured(text: str, colour: str | None, enabled: bool) -> str:
     return click.style(text, fg=colour) if enabled and colour else text
 
 
-# -- SPOOL_<OPTION> for every option (DESIGN §8) ----------------------------------------------
+# -- SPOOL_<OPTION> for every option (README, Command line)
+# ----------------------------------------------
 
 # Never taken from the environment: options that confirm or widen a destructive action (a
 # variable left set in a shell must not turn every `purge` into a deletion), and names that

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 import click
 from click.core import ParameterSource
@@ -34,8 +35,9 @@ START_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 def start(name: str, sp: Spool, make: Callable[[], T]) -> T | None:
     """`make()` (read the config, build the daemon), retried with backoff while the filesystem
     fails it — a full disk, no free inodes, EACCES on a lock or state file, EIO — each failure
-    logged with the path (DESIGN §7: a daemon that starts on a full disk waits, never exits).
-    None when SIGTERM/SIGINT arrives meanwhile; SIGHUP retries at once."""
+    logged with the path (docs/protocol.md, Links, FIFOs and group members: a daemon that starts on
+    a full disk waits, never exits). None when SIGTERM/SIGINT arrives meanwhile; SIGHUP retries at
+    once."""
     failures = 0
     while True:
         try:

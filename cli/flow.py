@@ -1,4 +1,5 @@
-"""Flow-control commands (DESIGN §12): hold, release, pause, resume, fire."""
+"""Flow-control commands (docs/protocol.md, Directories are states): hold, release, pause, resume,
+fire."""
 
 from __future__ import annotations
 

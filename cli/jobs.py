@@ -80,6 +80,10 @@ def _clip(text: str | bytes | None, width: int = 60) -> str:
 @click.option("--unique", help="Refuse (exit 4) while a job with this key is pending or running.")
 @click.option("--after", multiple=True, metavar="ID",
               help="Run only after this job completed. Repeatable.")
+@click.option("--after-any", multiple=True, metavar="ID",
+              help="Run only after this job finished, whatever its outcome. Repeatable.")
+@click.option("--after-failed", multiple=True, metavar="ID",
+              help="Run only if this job ends in dead/ (else cancelled). Repeatable.")
 @click.option("--slots", type=int, help="Slots the job holds while it runs.")
 @click.option("--timeout", type=DURATION, help="Per-attempt time limit.")
 @click.option("--max-attempts", type=int, help="Attempts before the job goes to dead/.")
@@ -92,7 +96,8 @@ def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
            priority: int | None, delay: float | None, at: str | None, job_id: str | None,
            unique: str | None, after: tuple[str, ...], slots: int | None,
            timeout: float | None, max_attempts: int | None, wait_for: bool,
-           limits: tuple[str, ...]) -> None:
+           limits: tuple[str, ...], after_any: tuple[str, ...] = (),
+           after_failed: tuple[str, ...] = ()) -> None:
     """Enqueue a JOB of a type declared in spool.toml; prints its id.
 
     ARGS_JSON is any JSON value ('-' reads it from stdin); -a adds keys to an object.
@@ -106,7 +111,8 @@ def submit(sp: Spool, job: str, args_json: str | None, pairs: tuple[str, ...],
     args = _args(args_json, pairs, sp.config.defaults.max_job_bytes)
     new_id = sp.submit(job, args, id=job_id, priority=priority, delay=delay,
                        at=at, unique=unique, after=after, slots=slots, timeout=timeout,
-                       max_attempts=max_attempts, limits=limits or None)
+                       max_attempts=max_attempts, limits=limits or None,
+                       after_any=after_any, after_failed=after_failed)
     click.echo(new_id)
     if wait_for:
         sys.exit(_wait_code([sp.wait(new_id)]))
@@ -166,7 +172,8 @@ def ls(sp: Spool, state: str, job_type: str | None, outcome: str | None, host: s
 
 def _asked(state: str, *filters: str | None) -> str:
     names = ("--job", "--outcome", "--host", "--since")
-    parts = [f"state {state}"] + [f"{n} {v}" for n, v in zip(names, filters) if v is not None]
+    given = zip(names, filters, strict=True)
+    parts = [f"state {state}", *(f"{n} {v}" for n, v in given if v is not None)]
     return ", ".join(parts)
 
 
@@ -190,7 +197,8 @@ def show(sp: Spool, job_id: str, as_json: bool) -> None:
         emit_json(_document(sp, job, body))
         return
     for key in ("id", "state", "job", "args", "priority", "run_at", "created_at", "attempts",
-                "max_attempts", "timeout", "slots", "unique", "after", "schedule", "meta",
+                "max_attempts", "timeout", "slots", "unique", "after", "after_any", "after_failed",
+                "schedule", "meta",
                 "outcome", "exit_code", "result", "error", "finished_at"):
         if body.get(key) not in (None, [], {}) or key in ("id", "state", "attempts"):
             value = job.state if key == "state" else body.get(key)

@@ -1,7 +1,8 @@
-"""`spool ls`: the columns, filters and order of DESIGN §8, kept apart from the commands.
+"""`spool ls`: the columns, filters and order of README, Command line, kept apart from the commands.
 
-A listing is a hint (DESIGN §10): every value here comes from one read of each job file and,
-for running jobs, of their host's ledger; nothing is written.
+A listing is a hint (docs/protocol.md, Transitions: listings are hints on NFS): every value here
+comes from one read of each job file and, for running jobs, of their host's ledger; nothing is
+written.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from spool.api import Spool
-from spool.claim import dependency_state
+from spool.dependencies import KINDS, judge, terminal_fate
 from spool.job import Job
 from spool.jsonvalues import printable
 from spool.pause import read_pauses
@@ -65,12 +66,16 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
     if job.state == "pending":
         if job.run_at is not None and job.run_at > now:
             return f"due in {ago((job.run_at - now).total_seconds())}"
-        for dep in job.after:
-            verdict, outcome = dependency_state(sp.store, dep)
-            if verdict == "never":
-                return f"after {dep} (it ended {outcome}: can never run)"
-            if verdict != "completed":
-                return f"after {dep}"
+        for kind in KINDS:
+            for dep in getattr(job, kind):
+                fate = terminal_fate(sp.store, dep)
+                verdict = judge(kind, fate) if fate else None
+                if verdict and verdict.verdict == "never":
+                    return f"{kind} {dep} (it ended {verdict.fate}: can never run)"
+                if not fate and sp.store.locate(dep) is None:  # purged: blocked for good
+                    return f"blocked: {kind} {dep} is missing"
+                if not verdict or verdict.verdict != "met":
+                    return f"{kind} {dep}"
         if read_pauses(sp.store).job(job.job):
             return "paused"
         pool = full_pool(sp.store, {"job": job.job, "args": job.args,

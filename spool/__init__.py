@@ -8,6 +8,6 @@ from spool.errors import (Cancel, Conflict, ConfigError, InvalidInput, JobNotFou
                           SpoolMissing, UnknownJobType, WaitTimeout)
 from spool.job import Job
 
-__all__ = ["Cancel", "Conflict", "ConfigError", "InvalidInput", "Job", "JobNotFound", "Spool",
+__all__ = ["Cancel", "ConfigError", "Conflict", "InvalidInput", "Job", "JobNotFound", "Spool",
            "SpoolError", "SpoolMissing", "UnknownJobType", "WaitTimeout"]
 __version__ = "0.1.0"

@@ -1,7 +1,9 @@
-"""The Python API of DESIGN §9: `Spool(path)` and its verbs, a thin layer over the store."""
+"""The Python API of README, Python API: `Spool(path)` and its verbs, a thin layer over the
+store."""
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import sys
@@ -12,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from spool.config import Config, load_config
+from spool.dependencies import dependencies, require_known
 from spool.errors import ConfigError, Conflict, InvalidInput, JobNotFound, WaitTimeout
-from spool.explain import explain, require_dependencies
+from spool.explain import explain
 from spool.job import Job, normalize
 from spool.layout import (
     STATES,
@@ -36,7 +39,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def unreadable_body(state: str, path: Path, exc: Exception) -> dict:
+def unreadable_body(state: str, path: Path, exc: Exception) -> dict[str, Any]:
     """What a listing shows of a job file it cannot read: its id (from its name) and why."""
     if state == "pending":
         parsed = parse_pending_name(path.name)
@@ -70,7 +73,7 @@ class Spool:
     are used. A Spool that writes (the default) raises the ConfigError instead.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, host: str | None = None,
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, host: str | None = None,
                  config: Config | None = None, clock: Clock = utc_now,
                  read_only: bool = False, warn: Callable[[str], None] | None = None) -> None:
         root = Path(path if path is not None else os.environ.get("SPOOL_DIR") or "spool")
@@ -134,8 +137,9 @@ class Spool:
               at: datetime | str | None = None, unique: str | None = None,
               after: Iterable[str] = (), slots: int | None = None,
               timeout: float | timedelta | str | None = None, max_attempts: int | None = None,
-              meta: dict | None = None, schedule: str | None = None,
-              limits: Iterable[str] | None = None) -> dict:
+              meta: dict[str, Any] | None = None, schedule: str | None = None,
+              limits: Iterable[str] | None = None,
+              after_any: Iterable[str] = (), after_failed: Iterable[str] = ()) -> dict[str, Any]:
         """A validated job body, not yet written."""
         now = self.clock()
         if delay is not None and at is not None:
@@ -152,7 +156,10 @@ class Spool:
             run_at = parse_time(at, "at", local_naive=True)
         raw: dict[str, Any] = {"job": job, "args": {} if args is None else args,
                                "run_at": run_at, "created_at": now,
-                               "after": [validate_id(dep, "after") for dep in after]}
+                               "after": [validate_id(dep, "after") for dep in after],
+                               "after_any": [validate_id(dep, "after_any") for dep in after_any],
+                               "after_failed": [validate_id(dep, "after_failed")
+                                                for dep in after_failed]}
         for key, value in (("priority", priority), ("unique", unique), ("slots", slots),
                            ("max_attempts", max_attempts), ("meta", meta),
                            ("schedule", schedule)):
@@ -168,24 +175,24 @@ class Spool:
     def submit(self, job: str, args: Any = None, **options: Any) -> str:
         """Enqueue one job; returns its id. Conflict when `id` or `unique` is taken."""
         body = self.build(job, args, **options)
-        if body["after"]:
-            require_dependencies(self.store, body["after"])
+        if dependencies(body):
+            require_known(self.store, body)
         return self.store.submit(body, self.clock(), exclusive_id=options.get("id") is not None)
 
-    def submit_many(self, jobs: Iterable[dict]) -> list[str]:
+    def submit_many(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
         """Enqueue many jobs (each a dict of `submit`'s arguments) with one directory fsync."""
         specs = list(jobs)
         bodies = [self.build(**spec) for spec in specs]
         batch = {body["id"] for body in bodies}
         for body in bodies:
-            if body["after"]:
-                require_dependencies(self.store, body["after"], also=batch)
+            if dependencies(body):
+                require_known(self.store, body, also=batch)
         chosen = any(spec.get("id") is not None for spec in specs)
         return self.store.submit_many(bodies, self.clock(), exclusive_id=chosen)
 
     # -- inspect -------------------------------------------------------------------------
 
-    def explain(self, job_id: str) -> dict:
+    def explain(self, job_id: str) -> dict[str, Any]:
         """Why the job is where it is: every gate of a waiting job, or how it runs or ended."""
         return explain(self, validate_id(job_id))
 
@@ -193,7 +200,7 @@ class Spool:
         """The job in whatever state it is; JobNotFound when there is none."""
         return self.store.get(validate_id(job_id))[0]
 
-    def get_with_body(self, job_id: str) -> tuple[Job, dict]:
+    def get_with_body(self, job_id: str) -> tuple[Job, dict[str, Any]]:
         """The job and its stored fields (for `show --json`)."""
         return self.store.get(validate_id(job_id))
 
@@ -203,7 +210,7 @@ class Spool:
         return [found for found, _ in self.list_with_bodies(state, job=job, limit=limit)]
 
     def list_with_bodies(self, state: str | None = None, *, job: str | None = None,
-                         limit: int | None = None) -> list[tuple[Job, dict]]:
+                         limit: int | None = None) -> builtins.list[tuple[Job, dict[str, Any]]]:
         """`list`, keeping each stored body; reads only as many files as it returns.
 
         A file that cannot be read (too big, not JSON, EACCES, EIO) is listed all the same, as
@@ -212,7 +219,7 @@ class Spool:
         """
         if state not in (None, "all", *STATES):
             raise InvalidInput(f"state {state!r} is not one of {', '.join(STATES)}, all")
-        found: list[tuple[Job, dict]] = []
+        found: builtins.list[tuple[Job, dict[str, Any]]] = []
         for where_state, path in self._paths(state):
             if limit is not None and len(found) >= limit:
                 break
@@ -228,7 +235,7 @@ class Spool:
                 found.append((Job.from_body(body, where_state, path), body))
         return found
 
-    def running(self, job: Job) -> dict | None:
+    def running(self, job: Job) -> dict[str, Any] | None:
         """The running attempt of a job in processing/: attempt, host, started_at (when the
         host's ledger records it), runtime and heartbeat_age in seconds; None otherwise."""
         if job.state != "processing":
@@ -275,7 +282,7 @@ class Spool:
 
         retry(self.store, validate_id(job_id), self.clock())
 
-    def retry_all(self, job: str | None = None) -> list[str]:
+    def retry_all(self, job: str | None = None) -> builtins.list[str]:
         """Retry every dead job (of one job type when given)."""
         from spool.operations import retry
 
@@ -322,7 +329,7 @@ class Spool:
                               all)
         return resume(self.store, markers, self.clock())
 
-    def paused(self) -> list[str]:
+    def paused(self) -> builtins.list[str]:
         """The pause markers in force (`job.NAME`, `host.NAME`, `schedule.NAME`, `all`)."""
         from spool.pause import read_pauses
 
@@ -336,7 +343,7 @@ class Spool:
         return fire(self, schedule, force)
 
     def purge(self, state: str, older_than: float | timedelta | str | None = None,
-              *, dry_run: bool = False) -> list[str]:
+              *, dry_run: bool = False) -> builtins.list[str]:
         """Delete finished jobs of `state` (done, dead or all) older than `older_than`."""
         from spool.operations import purge
 
@@ -371,7 +378,7 @@ class Spool:
                 return Job.from_body(body, state, path)
         return None
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """The `status --json` document."""
         from spool.status import status
 

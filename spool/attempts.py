@@ -1,7 +1,7 @@
 """The attempts one worker runs: start each claimed job, supervise it, settle it when its
 process ends.
 
-Invariants (DESIGN §4, §5):
+Invariants (docs/protocol.md, Slots and Liveness; README, Writing jobs):
 - A claimed job is running, or settled, or waits in `unsettled` because settling it failed (a
   full disk) and is retried with a capped backoff; it never sits in processing/ without one of
   them. Any error between the claim and the start of its process ends the attempt at once, with
@@ -22,8 +22,10 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
+from spool.allow import refusal
 from spool.claim import Claimed
 from spool.config import JobType
 from spool.errors import InvalidInput
@@ -43,7 +45,7 @@ class Running:
     """An attempt whose process runs."""
 
     claimed: Claimed
-    body: dict
+    body: dict[str, Any]
     jtype: JobType
     attempt: Attempt
     output: Output
@@ -92,13 +94,13 @@ class Attempts:
             now = max(now, self.clock())  # the moment this attempt starts, not the pass's
         try:
             self._start(item, body, jtype, now)
-        except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker
+        except Exception as exc:  # one bad job must not stop the worker
             log.exception("cannot start %s attempt %d", item.job_id, item.attempt)
             if item.job_id not in self.running and item.job_id not in self.unsettled:
                 self.end(item, body, "failed", now, error=f"cannot start: {exc}")
 
     def _validate(self, item: Claimed,
-                  now: datetime) -> tuple[dict | None, JobType | None, str | None]:
+                  now: datetime) -> tuple[dict[str, Any] | None, JobType | None, str | None]:
         """(body, job type, problem): a hand-made canonical file is validated at its first
         claim, like a submitted one."""
         if item.error is not None or item.body is None:
@@ -107,12 +109,14 @@ class Attempts:
             body = normalize(item.body, self.store.config, now, item.job_id)
         except InvalidInput as exc:
             return None, None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - hostile content is invalid, not a crash
+        except Exception as exc:  # hostile content is invalid, not a crash
             return None, None, f"cannot be validated: {type(exc).__name__}: {exc}"
         jtype = self.store.config.job_type(body["job"])
+        if (refused := refusal(jtype, item.owner, body)) is not None:
+            return None, None, refused
         return body, jtype, None if jtype else f"unknown job type {body['job']!r}"
 
-    def _start(self, item: Claimed, body: dict, jtype: JobType, now: datetime) -> None:
+    def _start(self, item: Claimed, body: dict[str, Any], jtype: JobType, now: datetime) -> None:
         defaults = self.store.config.defaults
         path = self.store.layout.log_path(item.job_id)
         header = (f"=== spool: attempt {item.attempt} of job {item.job_id} ({body['job']}) on "
@@ -129,7 +133,7 @@ class Attempts:
             attempt = start_attempt(self.store.layout.root, result_path, body, jtype,
                                     item.attempt, output.write_fd, now, self._handler,
                                     defaults.max_result_bytes)
-        except Exception as exc:  # noqa: BLE001 - bad argv, a handler that fails to import, ...
+        except Exception as exc:  # bad argv, a handler that fails to import, ...
             output.write(f"spool: cannot start: {exc}\n")
             output.close()
             # bad args cannot get better by retrying; a missing program or module might
@@ -183,7 +187,7 @@ class Attempts:
                 log.warning("cannot clear the cancel request of %s: %s", job_id, exc)
         return ended
 
-    def end(self, item: Claimed, body: dict | None, outcome: str, now: datetime, *,
+    def end(self, item: Claimed, body: dict[str, Any] | None, outcome: str, now: datetime, *,
             error: str | None = None, exit_code: int | None = None, result: object = None,
             started_at: datetime | None = None, job: str | None = None) -> None:
         """Record the attempt's outcome and move the job; keep it for a retry if that fails."""

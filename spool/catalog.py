@@ -1,7 +1,8 @@
 """The catalog: reading a spool without changing it — where a job is, its body, the listings.
 
-Listings are hints (DESIGN §10): names may be missing or stale for the attribute-cache time,
-and every reader tolerates a file that moved between listing and reading.
+Listings are hints (docs/protocol.md, Transitions: listings are hints on NFS): names may be missing
+or stale for the attribute-cache time, and every reader tolerates a file that moved between listing
+and reading.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from spool.config import Config
 from spool.errors import InvalidInput, JobNotFound
@@ -42,11 +43,11 @@ class Catalog:
         self.config = config
         self.host = host
 
-    def read(self, path: Path) -> dict:
+    def read(self, path: Path) -> dict[str, Any]:
         """The body of the job file at `path` (bounded, never through a symlink)."""
         return decode(read_bounded(path, read_limit(self.config)), str(path))
 
-    def read_with_stat(self, path: Path) -> tuple[dict, os.stat_result]:
+    def read_with_stat(self, path: Path) -> tuple[dict[str, Any], os.stat_result]:
         """The body of the job file at `path` and its stat (from the descriptor read)."""
         data, info = read_with_stat(path, read_limit(self.config))
         return decode(data, str(path)), info
@@ -60,9 +61,9 @@ class Catalog:
 
     def find_copy(self, job_id: str, exclude: Path | None = None,
                   pending_ids: set[str] | None = None) -> Located | None:
-        """A copy of the job other than `exclude`, in any state directory (DESIGN §3 rule 5,
-        §7: ids are unique across every state, held/ included). `pending_ids`, when given,
-        stands in for a listing of pending/ (a pass over many drops lists it once)."""
+        """A copy of the job other than `exclude`, in any state directory (docs/protocol.md,
+        Copies; ids are unique across every state, held/ included). `pending_ids`,
+        when given, stands in for a listing of pending/ (a pass over many drops lists it once)."""
         for state in ("done", "dead", "held"):
             other = self.layout.state_dir(state) / f"{job_id}.json"
             if os.path.lexists(other):
@@ -81,7 +82,7 @@ class Catalog:
                 return Located("pending", self.layout.pending / name)
         return None
 
-    def get(self, job_id: str) -> tuple[Job, dict]:
+    def get(self, job_id: str) -> tuple[Job, dict[str, Any]]:
         """The Job and its stored body; JobNotFound when it is in no state."""
         for _ in range(3):
             where = self.locate(job_id)
@@ -118,7 +119,7 @@ class Catalog:
                 if parse_processing_name(entry):
                     yield directory / entry
 
-    def running_attempt(self, path: Path, now_ts: float) -> dict | None:
+    def running_attempt(self, path: Path, now_ts: float) -> dict[str, Any] | None:
         """What is known of the attempt a processing file stands for: `attempt` (from its
         name), `host` (its directory), `heartbeat_age` (its mtime, touched by the worker),
         and `started_at` from the host ledger when it records this attempt. None when the
@@ -127,7 +128,7 @@ class Catalog:
         if parsed is None:
             return None
         host = path.parent.name
-        info: dict = {"attempt": parsed[1], "host": host, "started_at": None,
+        info: dict[str, Any] = {"attempt": parsed[1], "host": host, "started_at": None,
                       "heartbeat_age": None}
         try:
             info["heartbeat_age"] = max(0.0, now_ts - os.lstat(path).st_mtime)

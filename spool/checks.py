@@ -3,7 +3,8 @@ InvalidInput saying what is wrong with it (the config reader adds the file and t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from spool.errors import InvalidInput
@@ -59,7 +60,7 @@ def handler(value: Any) -> str:
     module, _, function = string(value).partition(":")
     if not module or not function.isidentifier():
         raise InvalidInput(f"{value!r} is not 'package.module:function'")
-    return value
+    return f"{module}:{function}"
 
 
 def env_table(value: Any) -> dict[str, str]:
@@ -83,12 +84,12 @@ def zone(value: Any) -> str:
         ZoneInfo(string(value))
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from None
-    return value
+    return str(value)
 
 
 def choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
             raise InvalidInput(f"{value!r} is not one of {', '.join(choices)}")
-        return value
+        return str(value)
     return check

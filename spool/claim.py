@@ -1,11 +1,11 @@
 """Choosing and claiming work: a sorted in-memory view of pending/ and the claim under the
-host lock (DESIGN §4).
+host lock (docs/protocol.md, Slots and Liveness).
 
 The view holds names only (plus the slots/after/attempts of names it has looked at), so a
 claim costs the same with 100 or 100,000 jobs waiting. It is refreshed from a listing when it
 runs dry or every `refresh` seconds, and fed names from inotify in between. The view of one
 worker can be stale: a job another worker of this host recorded in the ledger is theirs, even
-when our claiming rename reports ENOENT with the destination in place (§3 rule 4, §4).
+when our claiming rename reports ENOENT with the destination in place.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Iterator
 
-from spool.catalog import Catalog
+from spool.allow import carry_owner
+from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
 from spool.files import list_names
 from spool.job import normalize
@@ -42,13 +44,14 @@ class JobInfo(NamedTuple):
     """What claiming needs from a pending body (None fields: the body did not parse)."""
 
     slots: int
-    after: tuple[str, ...]
+    after: tuple[tuple[str, str], ...]  # (kind, id) of every dependency (spool.dependencies)
     attempts: int
     valid: bool
     inode: int | None = None  # of the pending file read, and its mtime: tells our claim
     mtime_ns: int | None = None  # from another claimer's, which made the mtime fresh
     job: str = ""  # the job type, for pauses
-    pools: tuple[PoolRef, ...] = ()  # limit pools it needs a token of (DESIGN §12)
+    # limit pools it needs a token of (docs/protocol.md, Limit tokens)
+    pools: tuple[PoolRef, ...] = ()
 
 
 @dataclass
@@ -59,10 +62,11 @@ class Claimed:
     path: Path
     fd: int | None
     inode: int
-    body: dict | None
+    body: dict[str, Any] | None
     attempt: int
     error: str | None = None
     dev: int | None = None
+    owner: int | None = None  # uid owning the file held (fstat): who submitted it (allow)
     tokens: list[Token] = field(default_factory=list)  # limit tokens, released after the move
 
     @property
@@ -87,18 +91,21 @@ class PendingView:
         self.names: list[str] = []
         self.drops: dict[str, None] = {}  # an ordered set: a burst of thousands stays cheap
         self.info: dict[str, JobInfo] = {}
+        self.ids: set[str] = set()  # of `names`: is a dependency pending? (spool.dependencies)
         self.refreshed_at = float("-inf")
         self.parked = Parking()  # names waiting for a full limit pool, out of the walk
 
     def refresh(self, monotonic_now: float) -> None:
-        names, drops = [], []
+        names, drops, ids = [], [], set()
         for name in list_names(self.store.layout.pending):
-            if parse_pending_name(name):
+            if parsed := parse_pending_name(name):
                 names.append(name)
+                ids.add(parsed.id)
             elif not is_temporary_name(name):
                 drops.append(name)
         names.sort()
         self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
+        self.ids = ids
         if self.info:
             present = set(names)
             self.info = {n: i for n, i in self.info.items() if n in present}
@@ -106,10 +113,11 @@ class PendingView:
 
     def add(self, name: str) -> None:
         """A name reported by inotify."""
-        if parse_pending_name(name):
+        if parsed := parse_pending_name(name):
             index = bisect.bisect_left(self.names, name)
             if index == len(self.names) or self.names[index] != name:
                 self.names.insert(index, name)
+                self.ids.add(parsed.id)
         elif not is_temporary_name(name):
             self.drops[name] = None
 
@@ -124,6 +132,8 @@ class PendingView:
         index = bisect.bisect_left(self.names, name)
         if index < len(self.names) and self.names[index] == name:
             del self.names[index]
+            if parsed := parse_pending_name(name):
+                self.ids.discard(parsed.id)
         self.info.pop(name, None)
 
     def due(self, now: datetime) -> Iterator[str]:
@@ -153,14 +163,12 @@ class PendingView:
         if name in self.info:
             return self.info[name]
         try:
-            body, info = self.store.read_with_stat(self.store.layout.pending / name)
+            body, found = self.store.read_with_stat(self.store.layout.pending / name)
             # a hand-made canonical file may leave slots to its job type, as a drop may
             jtype = self.store.config.job_type(body.get("job") or "")
             default = jtype.slots if jtype else self.store.config.defaults.slots
-            after = body.get("after")
-            info = JobInfo(_int(body.get("slots"), default),
-                           tuple(after) if isinstance(after, list) else (),
-                           _int(body.get("attempts"), 0), True, info.st_ino, info.st_mtime_ns,
+            info = JobInfo(_int(body.get("slots"), default), dependencies(body),
+                           _int(body.get("attempts"), 0), True, found.st_ino, found.st_mtime_ns,
                            job=str(body.get("job") or ""), pools=_pools(self.store, body))
         except FileNotFoundError:
             return None
@@ -170,7 +178,7 @@ class PendingView:
         return info
 
 
-def _pools(store: Store, body: dict) -> tuple[PoolRef, ...]:
+def _pools(store: Store, body: dict[str, Any]) -> tuple[PoolRef, ...]:
     """The pools a pending job needs; none when its limits are invalid (its claim rejects it)."""
     try:
         return pools_of(store.config, body)
@@ -180,38 +188,6 @@ def _pools(store: Store, body: dict) -> tuple[PoolRef, ...]:
 
 def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def dependencies_met(store: Store, after: tuple[str, ...]) -> bool:
-    """Whether every job in `after` is in done/ with outcome completed."""
-    return all(dependency_state(store, dep)[0] == "completed" for dep in after)
-
-
-def dependency_state(store: Catalog, dep: str) -> tuple[str, str | None]:
-    """(verdict, outcome) of one `after` dependency, from done/ and dead/ alone: "completed";
-    "never" when it ended dead or cancelled (it can never complete now, DESIGN §12); "waiting"
-    otherwise (still pending or running, or missing: the caller tells those apart if it must)."""
-    for state in ("done", "dead"):
-        try:
-            outcome = store.read(store.layout.state_dir(state) / f"{dep}.json").get("outcome")
-        except (OSError, InvalidInput):
-            continue
-        if state == "dead":
-            return "never", f"dead ({outcome or 'being buried'})"
-        if outcome == "completed":
-            return "completed", outcome
-        if outcome:  # an unfilled terminal file gets its outcome microseconds later
-            return "never", str(outcome)
-    return "waiting", None
-
-
-def never_runs(store: Store, after: tuple[str, ...]) -> str | None:
-    """Why a job with these `after` dependencies can never run, or None."""
-    for dep in after:
-        verdict, outcome = dependency_state(store, dep)
-        if verdict == "never":
-            return f"dependency {dep!r} ended {outcome}: it can never complete"
-    return None
 
 
 def end_unrunnable(store: Store, name: str, reason: str, now: datetime) -> bool:
@@ -237,10 +213,13 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
     claimed: list[Claimed] = []
     host_dir = store.layout.host_processing(store.host)
     free = ledger.free
+    deps = DependencyPass(store, view.ids, ledger.blocked.values())
+    complete = True  # every due job looked at: a blocked one not seen has left pending/
     limits, full = Limits(store), set[PoolRef]()  # pools found full in this pass
     reopen_parked(store, view)
     for name in view.due(now):
         if free <= 0 or len(claimed) >= limit:
+            complete = False
             break
         job_id = parse_pending_name(name).id  # type: ignore[union-attr]
         if job_id in ledger.running:
@@ -257,11 +236,13 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             continue
         if info.job in paused:
             continue
-        if info.after and not dependencies_met(store, info.after):
-            reason = never_runs(store, info.after)
-            if reason is not None and end_unrunnable(store, name, reason, now):
+        if info.after:
+            verdict, reason = deps.check(job_id, info.after, store.layout.pending / name)
+            ended = reason is not None and end_unrunnable(store, name, reason, now)
+            if ended or verdict == "gone":
                 view.remove(name)
-            continue
+            if verdict != "met":
+                continue
         if info.slots > free:
             continue
         attempt = info.attempts + 1
@@ -289,18 +270,21 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
                                   "started_at": format_time(now)}
         free -= ledger.running[job_id]["slots"]
         claimed.append(held)
+    deps.finish(ledger, now, complete)
     return claimed
 
 
 def give_back_claim(store: Store, held: Claimed, now: datetime) -> bool:
-    """A claim whose limit token the reaper freed while it stalled before its rename (DESIGN
-    §12: never above `max`): the job goes back to pending/, its attempt not counted (if that
+    """A claim whose limit token the reaper freed while it stalled before its rename (a pool
+    never holds more than `max`): the job goes back to pending/, its attempt not counted (if that
     fails, the unheld processing file is this host's orphan, for recovery to requeue). False
     for a body that is no valid job: its claim goes on, to be buried, never run."""
     try:
         body = normalize(held.body or {}, store.config, now, held.job_id)
     except Exception:  # hostile content is invalid, not a crash
         return False
+    if held.owner is not None:  # requeued, the file becomes spool's: keep who owns the job
+        body = carry_owner(store.config.job_type(body["job"]), held.owner, body)
     log.warning("job %s attempt %d: a limit token was freed while its claim stalled; "
                 "returning it to pending/", held.job_id, held.attempt)
     lock_fd, held.fd = held.fd, None
@@ -349,7 +333,7 @@ def hold_processing_file(store: Store, path: Path, attempt: int,
         body = store.read(path)
     except (OSError, InvalidInput, RecursionError) as exc:
         error = str(exc)
-    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev)
+    return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev, owner=info.st_uid)
 
 
 def _lstat_ino(path: Path) -> int:

@@ -11,9 +11,11 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from spool import checks
+from spool.allow import check_allow
 from spool.errors import ConfigError, InvalidInput
 from spool.jsonvalues import check_value
 from spool.timeutil import UTC, parse_duration, parse_time
@@ -73,11 +75,13 @@ class JobType:
     kill_grace: float = 10.0
     retention: float = 30 * 86400.0
     limits: tuple[str, ...] = ()  # "NAME" or "NAME:KEY", KEY may hold {arg} placeholders
+    # who may submit it (docs/protocol.md, Who may submit what); None: anyone
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Limit:
-    """`[limits.NAME]`: at most `max` running jobs hold it at once, cluster-wide (§12)."""
+    """`[limits.NAME]`: at most `max` running jobs hold it at once, cluster-wide."""
 
     name: str
     max: int
@@ -177,8 +181,8 @@ def _check_fire_ids(reader: _Reader, sched: Schedule, schedules: dict[str, Sched
     try:
         longest = longest_fire_id(sched.name, schedules)
     except ValueError as exc:
-        raise reader.error(f"schedules.{sched.name}.after",
-                           f"'after' schedules form a cycle ({exc}): none would ever fire")
+        raise reader.error(f"schedules.{sched.name}.after", f"'after' schedules form a cycle "
+                           f"({exc}): none would ever fire") from None
     if longest > MAX_ID:
         raise reader.error(f"schedules.{sched.name}", (
             f"name too long: its fire ids (e.g. '{sched.name}@manual.YYYYMMDDTHHMMSSZ'"
@@ -197,13 +201,13 @@ class _Reader:
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.path}: key '{key}': {problem}")
 
-    def keys(self, table: dict, where: str, allowed: set[str]) -> None:
+    def keys(self, table: dict[str, Any], where: str, allowed: set[str]) -> None:
         for key in table:
             if key not in allowed:
                 place = f"{where}.{key}" if where else key
                 raise self.error(place, f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
-    def table(self, data: dict, key: str) -> dict:
+    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
         value = data.get(key, {})
         if not isinstance(value, dict):
             raise self.error(key, "must be a table")
@@ -215,7 +219,7 @@ class _Reader:
                     raise self.error(f"{key}.{name}", "must be a table")
         return value
 
-    def convert(self, table: dict, where: str, key: str, default: Any,
+    def convert(self, table: dict[str, Any], where: str, key: str, default: Any,
                 check: Callable[[Any], Any]) -> Any:
         if key not in table:
             return default
@@ -246,7 +250,7 @@ def _backoff(reader: _Reader, value: Any, where: str, base: Backoff) -> Backoff:
     return backoff
 
 
-def _common(reader: _Reader, table: dict, where: str, base: Any) -> dict[str, Any]:
+def _common(reader: _Reader, table: dict[str, Any], where: str, base: Any) -> dict[str, Any]:
     def get(key: str, check: Callable[[Any], Any]) -> Any:
         return reader.convert(table, where, key, getattr(base, key), check)
 
@@ -262,7 +266,7 @@ def _common(reader: _Reader, table: dict, where: str, base: Any) -> dict[str, An
     }
 
 
-def _defaults(reader: _Reader, table: dict) -> Defaults:
+def _defaults(reader: _Reader, table: dict[str, Any]) -> Defaults:
     reader.keys(table, "defaults", _COMMON | _DAEMON)
     base = Defaults()
 
@@ -287,7 +291,7 @@ def _defaults(reader: _Reader, table: dict) -> Defaults:
     return defaults
 
 
-def _limit(reader: _Reader, name: str, table: dict) -> Limit:
+def _limit(reader: _Reader, name: str, table: dict[str, Any]) -> Limit:
     reader.keys(table, f"limits.{name}", {"max"})
     if "max" not in table:
         raise reader.error(f"limits.{name}.max", "missing: how many jobs may hold it at once")
@@ -308,10 +312,10 @@ def _job_limits(value: Any, limits: dict[str, Limit]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults,
+def _job_type(reader: _Reader, name: str, table: dict[str, Any], defaults: Defaults,
               limits: dict[str, Limit]) -> JobType:
     where = f"jobs.{name}"
-    reader.keys(table, where, _COMMON | {"command", "handler", "env", "limits"})
+    reader.keys(table, where, _COMMON | {"command", "handler", "env", "limits", "allow"})
     if ("command" in table) == ("handler" in table):
         raise reader.error(where, "needs exactly one of 'command' (a list) or 'handler' "
                            "('package.module:function')")
@@ -320,7 +324,7 @@ def _job_type(reader: _Reader, name: str, table: dict, defaults: Defaults,
     env = reader.convert(table, where, "env", {}, checks.env_table)
     refs = reader.convert(table, where, "limits", (), lambda v: _job_limits(v, limits))
     return JobType(name, command, handler, env, **_common(reader, table, where, defaults),
-                   limits=refs)
+                   limits=refs, allow=reader.convert(table, where, "allow", None, check_allow))
 
 
 def _json_args(value: Any) -> Any:
@@ -329,7 +333,8 @@ def _json_args(value: Any) -> Any:
     return value
 
 
-def _schedule(reader: _Reader, name: str, table: dict, jobs: dict[str, JobType]) -> Schedule:
+def _schedule(reader: _Reader, name: str, table: dict[str, Any],
+              jobs: dict[str, JobType]) -> Schedule:
     where = f"schedules.{name}"
     reader.keys(table, where, {"cron", "every", "after", "timezone", "job", "args", "priority",
                                "overlap", "catchup", "start_at"})

@@ -5,12 +5,15 @@ the fire is then recorded by a marker `cron/SCHEDULE@STAMP` (also link(2)) that 
 purge of the job, so a late daemon can never enqueue a fire that already ran. Each daemon keeps
 its own "checked up to" time per schedule in `cron/state.<host>.json`; a schedule seen for the
 first time starts from now (no backfill before it was known, or before `start_at`).
-A paused schedule (`paused/schedule.NAME` or `paused/all`, DESIGN §12) fires nothing: each fire
-that falls due meanwhile is logged and recorded as skipped by its marker, so no daemon catches
-it up after `resume`. A manual fire (`spool fire`, `spool.flow`) is `SCHEDULE@manual.STAMP`.
+A paused schedule (`paused/schedule.NAME` or `paused/all`, docs/protocol.md, Markers) fires
+nothing: each fire that falls due meanwhile is logged and recorded as skipped by its marker, so no
+daemon catches it up after `resume`. A manual fire (`spool fire`, `spool.flow`) is
+`SCHEDULE@manual.STAMP`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import hashlib
 import json
@@ -147,7 +150,7 @@ class Cron:
         log.info("fire %s: enqueued %s", sched.name, job_id)
         return True
 
-    def _mark(self, marker: Path, content: dict) -> None:
+    def _mark(self, marker: Path, content: dict[str, Any]) -> None:
         staged = self.store.stage_data(json.dumps(content).encode(), "fire")
         try:
             os.link(staged, marker)
@@ -170,9 +173,9 @@ class Cron:
                 continue
             self.seen_upstream.add(upstream)
             finished = body.get("finished_at") or ""
-            if body.get("outcome") == "completed" and finished >= first_seen:
-                if self.enqueue(sched, parse_time(finished), now, upstream):
-                    enqueued.append(after_id(sched.name, upstream))
+            if body.get("outcome") == "completed" and finished >= first_seen \
+                    and self.enqueue(sched, parse_time(finished), now, upstream):
+                enqueued.append(after_id(sched.name, upstream))
         return enqueued
 
     def next_wake(self, now: datetime, poll: float) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 from datetime import datetime
-from typing import Callable
+from collections.abc import Callable
 
 from spool.notify import Notifier
 
@@ -28,7 +28,7 @@ def loop(name: str, step: Callable[[datetime], object], next_wake: Callable[[dat
                 step(clock())
                 failures = 0
                 wait = next_wake(clock())
-            except Exception as exc:  # noqa: BLE001 - a daemon logs and carries on
+            except Exception as exc:  # a daemon logs and carries on
                 failures += 1
                 wait = min(60.0, 2.0 ** failures)
                 log.exception("%s step failed (retry in %gs): %s", name, wait, exc)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import os
 
 
-def checksum(text: str = "") -> dict:
+def checksum(text: str = "") -> dict[str, Any]:
     """The SHA-256 of `text`."""
     return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "length": len(text)}
 

@@ -12,6 +12,8 @@ lone surrogate in a string.
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
 import math
@@ -21,8 +23,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from spool.allow import refusal
 from spool.errors import Conflict, InvalidInput
-from spool.files import list_names, read_bounded
+from spool.files import list_names, read_with_stat
 from spool.job import normalize
 from spool.jsonvalues import MAX_DEPTH, printable, within_depth
 from spool.layout import derived_id, is_valid_id, parse_pending_name
@@ -42,7 +45,8 @@ def adopt_pass(store: Store, now: datetime, names: list[str],
                until: float = math.inf) -> tuple[list[str], list[str]]:
     """Adopt or reject the drops `names` until the monotonic time `until`: (ids that entered
     a state, names not looked at). A worker bounds each pass so that a burst of thousands of
-    drops never delays its heartbeats (DESIGN §4); pending/ is listed once per pass."""
+    drops never delays its heartbeats (docs/protocol.md, Slots and Liveness); pending/ is listed
+    once per pass."""
     ids: list[str] = []
     pending_ids = {parsed.id for name in list_names(store.layout.pending)
                    if (parsed := parse_pending_name(name))}
@@ -64,7 +68,7 @@ def adopt_drop(store: Store, name: str, now: datetime,
         info = os.lstat(path)
     except FileNotFoundError:
         return None
-    body, problem, unparsable = _inspect(store, path, info)
+    body, problem, unparsable, owner = _inspect(store, path, info)
     if unparsable and now.timestamp() - info.st_mtime < DROP_SETTLE:
         return None
     job_id, id_problem, chosen = _drop_id(name, body, info)
@@ -73,8 +77,11 @@ def adopt_drop(store: Store, name: str, now: datetime,
     if problem is None:
         try:
             normal = normalize(body, store.config, now, job_id)
+            # the owner of the bytes read (fstat): the adopted file will be spool's (allow)
+            problem = refusal(store.config.job_type(normal["job"]), owner, normal)
         except InvalidInput as exc:
             problem = str(exc)
+        normal = normal if problem is None else None
     hold = store.take_drop(name, job_id)
     if hold is None:
         return None
@@ -92,35 +99,39 @@ def adopt_drop(store: Store, name: str, now: datetime,
 
 
 def _inspect(store: Store, path: Path,
-             info: os.stat_result) -> tuple[dict | None, str | None, bool]:
-    """(body, problem, unparsable): the parsed body, or what is wrong with the file."""
+             info: os.stat_result) -> tuple[dict[str, Any] | None, str | None, bool, int]:
+    """(body, problem, unparsable, owner): the parsed body, or what is wrong with the file,
+    and the uid owning the file read."""
     limit = store.config.defaults.max_job_bytes
     if stat.S_ISLNK(info.st_mode):
-        return None, "is a symlink (never followed)", False
+        return None, "is a symlink (never followed)", False, info.st_uid
     if stat.S_ISDIR(info.st_mode):
-        return None, "is a directory, not a job file", False
+        return None, "is a directory, not a job file", False, info.st_uid
     if not stat.S_ISREG(info.st_mode):
-        return None, "is not a regular file", False
+        return None, "is not a regular file", False, info.st_uid
     if info.st_size > limit:
-        return None, f"is {info.st_size} bytes, larger than max_job_bytes ({limit})", False
+        return (None, f"is {info.st_size} bytes, larger than max_job_bytes ({limit})", False,
+                info.st_uid)
     try:
-        data = read_bounded(path, limit)
+        data, opened = read_with_stat(path, limit)
     except OSError as exc:
-        return None, f"cannot be read: {exc.strerror or exc}", False
+        return None, f"cannot be read: {exc.strerror or exc}", False, info.st_uid
+    owner = opened.st_uid
     try:
         body = json.loads(data)
     except RecursionError:
-        return None, f"is nested deeper than {MAX_DEPTH} levels", False
+        return None, f"is nested deeper than {MAX_DEPTH} levels", False, owner
     except ValueError as exc:  # UnicodeDecodeError included
-        return None, f"is not valid JSON: {exc}", True
+        return None, f"is not valid JSON: {exc}", True, owner
     if not within_depth(body):
-        return None, f"is nested deeper than {MAX_DEPTH} levels", False
+        return None, f"is nested deeper than {MAX_DEPTH} levels", False, owner
     if not isinstance(body, dict):
-        return None, f"is not a JSON object but a {type(body).__name__}", False
-    return body, None, False
+        return None, f"is not a JSON object but a {type(body).__name__}", False, owner
+    return body, None, False, owner
 
 
-def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, str | None, bool]:
+def _drop_id(name: str, body: dict[str, Any] | None,
+             info: os.stat_result) -> tuple[str, str | None, bool]:
     """(id, problem, caller-chosen): the body's `id`, else a valid stem, else a derived id."""
     derived = derived_id(from_timestamp(info.st_mtime),
                          f"{name}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}")
@@ -135,14 +146,14 @@ def _drop_id(name: str, body: dict | None, info: os.stat_result) -> tuple[str, s
     return derived, None, False
 
 
-def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict | None,
+def _reject(store: Store, hold: Path, job_id: str, name: str, body: dict[str, Any] | None,
             problem: str, info: os.stat_result, now: datetime) -> str:
     dead = store.layout.dead
     if store.locate(job_id) is not None or os.path.lexists(dead / f"{job_id}.orig"):
         job_id = derived_id(now, f"{name}:{info.st_ino}:{now.timestamp()}:rejected")
     shown = printable(name)
     job = body.get("job") if body and isinstance(body.get("job"), str) else None
-    record = {
+    record: dict[str, Any] = {
         "id": job_id,
         "job": None if job is None else printable(job),
         "outcome": "invalid",

@@ -1,4 +1,4 @@
-"""The one tree of errors spool raises; each carries the CLI exit code of DESIGN §8."""
+"""The one tree of errors spool raises; each carries its CLI exit code (README, Command line)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,10 @@ answers by itself). A job purged since has no file: its events do not match `--j
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import pwd
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -161,10 +163,26 @@ def format_event(event: dict[str, Any], host_width: int = 8, id_width: int = 35)
     """One aligned line: local time with offset, host, event, id, then the other fields."""
     when = event_time(event)
     shown = human_time(when) if when != _EPOCH else str(event.get("time"))
-    extra = " ".join(f"{key}={_value(value)}" for key, value in event.items()
-                     if key not in _MAIN and value is not None)
+    extra = " ".join(f"{key}={_value(value)}" if key != "uid" else f"user={user_name(value)}"
+                     for key, value in event.items() if key not in _MAIN and value is not None)
     return (f"{shown:<25}  {event.get('host')!s:<{host_width}}  "
             f"{event.get('event')!s:<8}  {event.get('id')!s:<{id_width}}  {extra}").rstrip()
+
+
+def user_name(uid: object) -> str:
+    """The name of the user `uid` on this host, else the number as written (the journal of
+    another host may name a uid this one does not know)."""
+    if isinstance(uid, int) and not isinstance(uid, bool):
+        return _name_of(uid)
+    return _value(uid)
+
+
+@functools.lru_cache(maxsize=256)  # one passwd lookup per uid, not per line
+def _name_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError, ValueError):
+        return str(uid)
 
 
 def _value(value: object) -> str:

@@ -7,9 +7,10 @@ module once, so an attempt pays no interpreter start; its stdin is /dev/null. Ex
 100 cancelled, anything else failed; a handler's return value (or a command's `$SPOOL_RESULT`
 file) is the job's result, at most `max_result_bytes`. The result lives at a private name in
 tmp/ (`result,HOST,PID,RAND,ID.N`): a handler child creates it with O_EXCL|O_NOFOLLOW and the
-worker reads it without following a link, so nothing planted there is ever written or read. A handler that raises leaves `ERROR_MARK` and
-`Type: message` there instead: the worker makes that the attempt's error (`read_result` gives
-it back as `Raised`), and the log's traceback starts at the handler's own frames.
+worker reads it without following a link, so nothing planted there is ever written or read. A
+handler that raises leaves `ERROR_MARK` and `Type: message` there instead: the worker makes
+that the attempt's error (`read_result` gives it back as `Raised`), and the log's traceback
+starts at the handler's own frames.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from spool.config import JobType
 from spool.errors import Cancel, InvalidInput, SpoolError
 from spool.files import discard, read_bounded
-from spool.job import expand_item, placeholders
+from spool.templates import expand_item, placeholders
 
 __all__ = ["expand_argv", "placeholders"]  # placeholders: argv templates live with the job
 
@@ -57,11 +59,11 @@ class Attempt:
     result_path: Path
     started: float
     started_at: datetime
-    popen: subprocess.Popen | None = None
+    popen: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
     stop_reason: str | None = None  # "timeout", "cancelled", "interrupted", "taken"
     killed_at: float | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def poll(self) -> int | None:
         """The exit code once the process ended (a signal death is 128 + signal)."""
@@ -89,7 +91,8 @@ class Attempt:
 
 def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
     """argv with `{name}` placeholders (`name` an identifier) filled from args, each expansion
-    staying one item; any other brace is literal, `{{` and `}}` give one brace (DESIGN §5)."""
+    staying one item; any other brace is literal, `{{` and `}}` give one brace (README, Writing
+    jobs)."""
     names = placeholders(command)
     if names and not isinstance(args, dict):
         raise InvalidInput(f"command {list(command)} needs object args, got {args!r}")
@@ -105,7 +108,7 @@ def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
     return argv
 
 
-def attempt_env(spool_dir: Path, body: dict, attempt: int, result_path: Path,
+def attempt_env(spool_dir: Path, body: dict[str, Any], attempt: int, result_path: Path,
                 jtype: JobType) -> dict[str, str]:
     env = dict(os.environ)
     env.update(jtype.env)
@@ -116,7 +119,7 @@ def attempt_env(spool_dir: Path, body: dict, attempt: int, result_path: Path,
 
 
 def start_command(argv: list[str], env: dict[str, str], out_fd: int,
-                  args: Any) -> subprocess.Popen:
+                  args: Any) -> subprocess.Popen[bytes]:
     """Execute argv directly in a new session; args go to stdin as JSON."""
     popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_fd, stderr=out_fd, env=env,
                              start_new_session=True, close_fds=True)
@@ -128,7 +131,8 @@ def start_command(argv: list[str], env: dict[str, str], out_fd: int,
     return popen
 
 
-def start_attempt(spool_dir: Path, result_path: Path, body: dict, jtype: JobType, number: int,
+def start_attempt(spool_dir: Path, result_path: Path, body: dict[str, Any], jtype: JobType,
+                  number: int,
                   out_fd: int, now: datetime, handler: Callable[[JobType], Callable[..., Any]],
                   max_result: int) -> Attempt:
     """Start attempt `number` of the job in `body`; its output goes to `out_fd`."""
@@ -144,7 +148,7 @@ def start_attempt(spool_dir: Path, result_path: Path, body: dict, jtype: JobType
     return attempt
 
 
-def _feed(popen: subprocess.Popen, payload: bytes) -> None:
+def _feed(popen: subprocess.Popen[bytes], payload: bytes) -> None:
     try:
         assert popen.stdin is not None
         popen.stdin.write(payload)
@@ -159,13 +163,13 @@ def load_handler(spec: str) -> Callable[..., Any]:
     module_name, _, name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of foreign code
+    except (Exception, SystemExit) as exc:  # any failure of foreign code
         raise StartError(f"handler {spec!r}: module {module_name!r} cannot be imported: "
                          f"{type(exc).__name__}: {exc}") from None
     function = getattr(module, name, None)
     if not callable(function):
         raise StartError(f"handler {spec!r}: module {module_name!r} has no function {name!r}")
-    return function
+    return function  # type: ignore[no-any-return]  # callable() narrows no further
 
 
 def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], out_fd: int,
@@ -199,7 +203,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os.environ.clear()
         os.environ.update(env)
         code = _call(function, args, result_path, max_result)
-    except BaseException:  # noqa: BLE001 - the child must always exit here
+    except BaseException:  # the child must always exit here
         traceback.print_exc()
     finally:
         sys.stdout.flush()
@@ -229,7 +233,7 @@ def _call(function: Callable[..., Any], args: Any, result_path: Path, max_result
     except Cancel as exc:
         print(f"spool: cancelled by the handler: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
-    except Exception as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
+    except Exception as exc:  # a failing handler is an outcome, not a crash
         _print_user_traceback(exc)
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         try:

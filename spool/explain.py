@@ -6,7 +6,8 @@ pause, limits, slots against each host's capacity, hold — and each gate gives 
 operator must act) or `never` (can never pass: the worker ends the job as cancelled); each
 gate is one function in `GATES`. A running job shows its host, worker, attempt, runtime and
 heartbeat age; a finished one its outcome, error and attempts. Everything here is a reading:
-listings are hints (DESIGN §10) and the answer may be stale by the time it is printed.
+listings are hints (docs/protocol.md, Transitions: listings are hints on NFS) and the answer may be
+stale by the time it is printed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spool.catalog import Catalog
-from spool.claim import dependency_state
+from spool.dependencies import KINDS, dependencies, judge, require_known, terminal_fate
 from spool.errors import InvalidInput, JobNotFound
 from spool.files import list_names, read_state
 from spool.job import Job
@@ -78,7 +79,7 @@ def _used(ledger: dict[str, Any]) -> int:
 
 
 def held_path(catalog: Catalog, job_id: str) -> str:
-    """Where a held job lives (DESIGN §12: `held/ID.json`)."""
+    """Where a held job lives (docs/protocol.md, Directories are states: `held/ID.json`)."""
     return os.path.join(catalog.layout.root, "held", f"{job_id}.json")
 
 
@@ -93,40 +94,38 @@ def known_ids(catalog: Catalog) -> set[str]:
     return ids
 
 
-def dependency(catalog: Catalog, dep: str, known: set[str] | None = None) -> Gate:
-    """The gate of one `after` dependency."""
-    verdict, outcome = dependency_state(catalog, dep)
-    if verdict == "completed":
-        return Gate("after", "ok", f"{dep} completed", dep)
-    if verdict == "never":
-        return Gate("after", "never", f"{dep} ended {outcome}: this job can never run (the "
-                    "next worker pass ends it as cancelled)", dep)
+def dependency(catalog: Catalog, dep: str, known: set[str] | None = None,
+               kind: str = "after") -> Gate:
+    """The gate of one dependency of kind `kind` (after, after_any, after_failed); every kind
+    is an `after` gate, its detail naming the kind when it is not plain `after`."""
+    label = "" if kind == "after" else f"{kind} "
+    fate = terminal_fate(catalog, dep)
+    verdict = judge(kind, fate) if fate is not None else None
+    if verdict is not None and verdict.verdict == "met":
+        return Gate("after", "ok", f"{label}{dep} {verdict.fate}", dep)
+    if verdict is not None and verdict.verdict == "never":
+        return Gate("after", "never", f"{label}{dep} ended {verdict.fate}: this job can never "
+                    "run (the next worker pass ends it as cancelled)", dep)
     present = dep in known if known is not None else catalog.locate(dep) is not None \
         or os.path.lexists(held_path(catalog, dep))
-    if not present:
-        return Gate("after", "blocked", f"{dep} is missing (purged, or never existed): this "
-                    "job waits for it forever; cancel it", dep)
+    if not present and fate is None:
+        return Gate("after", "blocked", f"{label}{dep} is missing (purged, or never existed): "
+                    "this job is blocked and waits for it forever; cancel it", dep)
     where = catalog.locate(dep) if known is None else None
     state = where.state if where else "pending, running or held"
-    return Gate("after", "waiting", f"{dep} is {state}, not completed yet", dep)
+    wants = {"after": "completed", "after_any": "finished", "after_failed": "dead"}[kind]
+    return Gate("after", "waiting", f"{label}{dep} is {state}, not {wants} yet", dep)
 
 
 def require_dependencies(catalog: Catalog, after: Iterable[str],
                          also: Iterable[str] = ()) -> None:
-    """JobNotFound naming the first `after` id that is no job in any state (DESIGN §12:
-    submit rejects an unknown dependency); `also`: ids submitted in the same batch."""
-    batch = set(also)
-    for dep in after:
-        dep = validate_id(dep, "after")
-        if dep in batch or catalog.locate(dep) is not None \
-                or os.path.lexists(held_path(catalog, dep)):
-            continue
-        raise JobNotFound(f"dependency {dep!r}: no job with that id in {catalog.layout.root} "
-                          "(purged, or never submitted)")
+    """JobNotFound naming the first `after` id that is no job in any state (docs/protocol.md,
+    Dependencies)."""
+    require_known(catalog, {"after": list(after)}, also)
 
 
 def blocked_ids(catalog: Catalog) -> list[str]:
-    """Pending jobs that can never run as things stand: an `after` dependency that is missing
+    """Pending jobs that can never run as things stand: a dependency that is missing
     (purged) or ended dead or cancelled. Reads the body of every pending job (not only the
     names): `status` pays one read per pending job for it."""
     known = known_ids(catalog)
@@ -136,10 +135,8 @@ def blocked_ids(catalog: Catalog) -> list[str]:
             body = catalog.read(catalog.layout.pending / name)
         except (OSError, InvalidInput):
             continue
-        after = body.get("after")
-        if isinstance(after, list) and any(
-                dependency(catalog, str(dep), known).verdict in ("blocked", "never")
-                for dep in after):
+        if any(dependency(catalog, dep, known, kind).verdict in ("blocked", "never")
+               for kind, dep in dependencies(body)):
             blocked.append(str(body.get("id") or name))
     return blocked
 
@@ -147,7 +144,8 @@ def blocked_ids(catalog: Catalog) -> list[str]:
 # -- the gates -------------------------------------------------------------------------------
 
 
-def due_gate(catalog: Catalog, job: Job, now: datetime, ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
+def due_gate(catalog: Catalog, job: Job, now: datetime,
+             ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
     parsed = parse_pending_name(job.path.name)
     due = parse_due(parsed.due) if parsed else job.run_at
     if due is None:
@@ -161,9 +159,10 @@ def due_gate(catalog: Catalog, job: Job, now: datetime, ledgers: dict[str, dict[
 
 def after_gates(catalog: Catalog, job: Job, now: datetime,
                 ledgers: dict[str, dict[str, Any]]) -> list[Gate]:
-    if not job.after:
+    deps = [(kind, dep) for kind in KINDS for dep in getattr(job, kind)]
+    if not deps:
         return [Gate("after", "ok", "no dependencies")]
-    return [dependency(catalog, dep) for dep in job.after]
+    return [dependency(catalog, dep, kind=kind) for kind, dep in deps]
 
 
 def pause_gate(catalog: Catalog, job: Job, now: datetime,

@@ -8,6 +8,8 @@ inside the spool can make a daemon write outside it. Job files are moved only by
 
 from __future__ import annotations
 
+from typing import Any
+
 import errno
 import os
 import stat
@@ -64,8 +66,9 @@ def create_private(path: str | Path, data: bytes, durable: bool, mode: int = 0o6
 
 def stage(tmp_dir: Path | str, data: bytes, durable: bool, tag: str = "stage", *,
           host: str, subject: str | None = None, mode: int = 0o644) -> str:
-    """Write `data` to a fresh private file in `tmp_dir` and return its path (DESIGN §3 rule 6:
-    the name carries host, pid and a random part; nobody acts on it before it is complete)."""
+    """Write `data` to a fresh private file in `tmp_dir` and return its path (docs/protocol.md,
+    Names in tmp/: the name carries host, pid and a random part; nobody acts on it before it
+    is complete)."""
     path = f"{tmp_dir}/{tmp_name(tag, host, os.getpid(), subject)}"
     create_private(path, data, durable, mode)
     return path
@@ -195,7 +198,7 @@ def read_with_stat(path: Path | str, limit: int) -> tuple[bytes, os.stat_result]
     return data, info
 
 
-def read_state(path: Path | str, limit: int = STATE_BYTES) -> dict:
+def read_state(path: Path | str, limit: int = STATE_BYTES) -> dict[str, Any]:
     """A JSON object spool keeps beside the jobs (ledger, observations, markers); OSError or
     InvalidInput when it is unreadable, too big, too deep or not an object."""
     value = load_json(read_bounded(path, limit), str(path))

@@ -1,4 +1,5 @@
-"""Operator flow control on single jobs and schedules (DESIGN §12): hold, release and fire.
+"""Operator flow control on single jobs and schedules (docs/protocol.md, Directories are states):
+hold, release and fire.
 
 `hold` takes a pending job out of the claim order into `held/ID.json` (stage, then move; its
 body carries the priority and due time its pending name had, so `release` puts it back under
@@ -10,8 +11,10 @@ schedule's `overlap` and pause unless forced. The moves themselves are the store
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from spool.allow import carry_owner
 from spool.errors import Conflict, ScheduleNotFound
 from spool.job import Job
 from spool.layout import parse_pending_name
@@ -34,6 +37,14 @@ def where(job: Job) -> str:
     return job.state
 
 
+def owned_body(store: Store, path: Path) -> dict[str, Any]:
+    """The body of a job file about to be rewritten by this user, with its owner recorded
+    (`allow`, docs/protocol.md, Who may submit what): body and owner come from one descriptor, so
+    they belong together."""
+    body, info = store.read_with_stat(path)
+    return carry_owner(store.config.job_type(str(body.get("job"))), info.st_uid, body)
+
+
 def hold(store: Store, job_id: str, now: datetime) -> None:
     """Move a pending job to held/; Conflict (naming where it is) for any other state."""
     for _ in range(MOVE_TRIES):
@@ -44,6 +55,10 @@ def hold(store: Store, job_id: str, now: datetime) -> None:
         parsed = parse_pending_name(job.path.name)
         if parsed is None:
             continue  # a name that is not canonical any more: look again
+        try:
+            body = owned_body(store, job.path)
+        except FileNotFoundError:
+            continue
         body = {**body, "priority": parsed.priority,
                 "run_at": format_time(parse_due(parsed.due))}
         try:
@@ -60,6 +75,10 @@ def release(store: Store, job_id: str, now: datetime) -> None:
     if job.state != "held":
         raise Conflict(f"job {job_id!r} is {where(job)}, not held: only held jobs can be "
                        "released")
+    try:
+        body = owned_body(store, job.path)
+    except FileNotFoundError:
+        raise Conflict(f"job {job_id!r} was moved by another process meanwhile") from None
     body = {**body, "priority": job.priority, "run_at": format_time(job.run_at or now)}
     try:
         store.release_held(body, now)

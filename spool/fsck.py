@@ -1,5 +1,5 @@
 """`spool fsck`: check every job file of a spool and repair what a crash, a full disk or a hand
-edit left behind (DESIGN §8).
+edit left behind (README, Command line).
 
 Invariant: fsck never deletes a job body. Without `repair` it only reads. With `repair` a job
 file moves only through the store, and only
@@ -18,7 +18,7 @@ cancel requests and tokens (`fsck_marks`), which judge the jobs as the repairs l
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from collections.abc import Callable
 
 from spool.fsck_base import Finding, Report, Run
 from spool.fsck_marks import check_cancels, check_markers, check_tokens

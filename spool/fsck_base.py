@@ -13,7 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any
+from collections.abc import Callable
 
 from spool.errors import InvalidInput, SpoolError
 from spool.files import discard, list_names
@@ -48,7 +49,7 @@ class Finding:
     repaired: bool = False
     action: str = ""
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"path": shown(self.path), "kind": self.kind, "detail": self.detail,
                 "repaired": self.repaired, "action": self.action}
 
@@ -66,7 +67,7 @@ class Report:
     def unrepaired(self) -> list[Finding]:
         return [finding for finding in self.problems if not finding.repaired]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"spool": str(self.spool),
                 "problems": [finding.to_json() for finding in self.problems],
                 "info": [{"path": shown(path), "detail": text} for path, text in self.info],
@@ -124,7 +125,7 @@ class Run:
         info = os.lstat(path)
         return self.now.timestamp() - (info.st_ctime if ctime else info.st_mtime)
 
-    def read(self, path: Path) -> tuple[dict | None, str | None]:
+    def read(self, path: Path) -> tuple[dict[str, Any] | None, str | None]:
         """(body, None), or (None, what is wrong with it); FileNotFoundError when it is gone."""
         info = os.lstat(path)
         mode = info.st_mode

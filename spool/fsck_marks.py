@@ -1,5 +1,5 @@
 """fsck of what guards jobs without being one: `unique/` markers, `cancel/` requests and
-`limits/` tokens (DESIGN §12).
+`limits/` tokens (docs/protocol.md, Limit tokens).
 
 Invariant: a marker or token is removed only when what it guards is over — its job stands in
 no state (ids, unique keys), is finished (unique keys, cancel requests), or its attempt is not

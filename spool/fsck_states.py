@@ -1,9 +1,10 @@
 """fsck of the state directories: every job file readable, in one state only, its name agreeing
 with its body and its directory with its outcome; plus the layout and the drops in pending/.
 
-Invariant: of several copies of a job the one that records more stays (DESIGN §3 rule 5: the
-terminal one, else the later attempt) and the others are set aside; a file spool cannot place
-goes to dead/ as `invalid`, kept as `dead/ID.orig`, unless the job has another copy.
+Invariant: of several copies of a job the one that records more stays (docs/protocol.md,
+Copies: the terminal one, else the later attempt) and the others are set aside; a file
+spool cannot place goes to dead/ as `invalid`, kept as `dead/ID.orig`, unless the job has another
+copy.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Iterator
 
 from spool.drops import DROP_SETTLE, adopt_drop
 from spool.errors import InvalidInput
@@ -33,7 +35,7 @@ class Entry(NamedTuple):
     state: str
     name_id: str | None
     attempt: int | None
-    body: dict | None
+    body: dict[str, Any] | None
     error: str | None
 
     @property
@@ -131,8 +133,8 @@ def staged_ids(run: Run) -> set[str]:
 
 
 def duplicates(run: Run, copies: Copies) -> tuple[list[Finding], set[Path]]:
-    """DESIGN §3 rule 5: of several readable copies of a job keep the one that records more
-    and set the others aside."""
+    """docs/protocol.md, Copies: of several readable copies of a job keep the one that
+    records more and set the others aside."""
     findings, losers = [], set()
     for job_id, group in sorted(copies.items()):
         # looked at again: a job that moved during the scan (a claim, a finish) was seen twice
@@ -150,7 +152,7 @@ def duplicates(run: Run, copies: Copies) -> tuple[list[Finding], set[Path]]:
     return findings, losers
 
 
-def rank(entry: Entry) -> tuple:
+def rank(entry: Entry) -> tuple[Any, ...]:
     """What a copy records: terminal first, then attempts (a processing name's N counts),
     history, a name that agrees with the body, and the later state."""
     body = entry.body or {}
@@ -290,7 +292,7 @@ def check_drops(run: Run) -> list[Finding]:
             continue
         run.report.checked += 1
         try:
-            body, error = run.read(path)
+            _body, error = run.read(path)
             young = run.age(path) < DROP_SETTLE
         except FileNotFoundError:
             continue

@@ -26,14 +26,16 @@ from spool.timeutil import format_time, parse_duration, parse_time
 
 KNOWN_FIELDS = ("id", "job", "args", "priority", "run_at", "created_at", "attempts",
                 "max_attempts", "timeout", "slots", "unique", "after", "schedule", "meta",
-                "history", "outcome", "exit_code", "result", "finished_at", "error")
+                "history", "outcome", "exit_code", "result", "finished_at", "error",
+                "after_any", "after_failed")
 OUTCOMES = ("completed", "cancelled", "failed", "timeout", "lost", "interrupted", "invalid")
 MAX_ATTEMPTS = 1_000_000
 _TIME_FIELDS = ("run_at", "created_at", "finished_at")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "job": str, "priority": int, "attempts": int, "max_attempts": int,
     "timeout": (int, float), "slots": int, "unique": str, "after": list, "schedule": str,
-    "meta": dict, "history": list, "outcome": str, "exit_code": int, "error": str}
+    "meta": dict, "history": list, "outcome": str, "exit_code": int, "error": str,
+    "after_any": list, "after_failed": list}
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,20 @@ class Job:
     unique: str | None = None
     after: tuple[str, ...] = ()
     schedule: str | None = None
-    meta: dict = field(default_factory=dict)
-    history: tuple[dict, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    history: tuple[dict[str, Any], ...] = ()
     outcome: str | None = None
     exit_code: int | None = None
     result: Any = None
     finished_at: datetime | None = None
     error: str | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    # docs/protocol.md, Dependencies: the dependency finished in any way
+    after_any: tuple[str, ...] = ()
+    after_failed: tuple[str, ...] = ()  # ... or ended in dead/
 
     @classmethod
-    def from_body(cls, body: dict, state: str, path: Path) -> Job:
+    def from_body(cls, body: dict[str, Any], state: str, path: Path) -> Job:
         """A Job from a stored body (times parsed, unknown fields kept in `extra`). Any body
         gives a Job: a field of the wrong type (a file placed by hand) takes its default."""
         known = {key: body[key] for key in KNOWN_FIELDS if key in body}
@@ -78,7 +83,8 @@ class Job:
         for key, kind in _FIELD_TYPES.items():
             if key in known and not _is(known[key], kind):
                 del known[key]
-        known["after"] = tuple(known.get("after") or ())
+        for dependency in ("after", "after_any", "after_failed"):
+            known[dependency] = tuple(known.get(dependency) or ())
         known["history"] = tuple(entry for entry in known.get("history") or ()
                                  if isinstance(entry, dict))
         known["meta"] = known.get("meta") or {}
@@ -91,7 +97,7 @@ class Job:
     def finished(self) -> bool:
         return self.state in ("done", "dead")
 
-    def to_json(self, body: dict) -> dict:
+    def to_json(self, body: dict[str, Any]) -> dict[str, Any]:
         """The `show --json` document: the file's fields plus state and absolute path."""
         return {**body, "state": self.state, "path": str(self.path.absolute())}
 
@@ -101,7 +107,7 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
-def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None) -> dict:
+def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None) -> dict[str, Any]:
     """A complete, valid job body from `raw`, or InvalidInput naming the bad field.
 
     Missing fields take the job type's values, then `[defaults]`; unknown fields are kept.
@@ -131,7 +137,8 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
     body["slots"] = _int_field(raw, "slots", jtype.slots, 1)
     body["unique"] = _optional_string(raw, "unique")
     body["schedule"] = _optional_string(raw, "schedule")
-    body["after"] = [validate_id(dep, "field 'after' item") for dep in _list_field(raw, "after")]
+    for kind in ("after", "after_any", "after_failed"):
+        body[kind] = [validate_id(dep, f"field {kind!r} item") for dep in _list_field(raw, kind)]
     body["history"] = _list_field(raw, "history")
     meta = raw.get("meta", {})
     if not isinstance(meta, dict):
@@ -161,7 +168,7 @@ def _check_placeholders(name: str, command: tuple[str, ...], args: Any) -> None:
                            f"{list(command)} (give it with -a {missing[0]}=VALUE)")
 
 
-def _check_body(body: dict) -> None:
+def _check_body(body: dict[str, Any]) -> None:
     """InvalidInput naming the first field spool could not write as JSON."""
     try:
         check_value(body, "job")
@@ -171,7 +178,8 @@ def _check_body(body: dict) -> None:
         raise
 
 
-def _int_field(raw: dict, key: str, default: int, low: int, high: int = checks.INT_MAX) -> int:
+def _int_field(raw: dict[str, Any], key: str, default: int, low: int,
+               high: int = checks.INT_MAX) -> int:
     value = raw.get(key, default)
     if value is None:
         return default
@@ -181,12 +189,12 @@ def _int_field(raw: dict, key: str, default: int, low: int, high: int = checks.I
         raise InvalidInput(f"field {key!r}: {exc}") from None
 
 
-def _time_field(raw: dict, key: str, default: datetime) -> datetime:
+def _time_field(raw: dict[str, Any], key: str, default: datetime) -> datetime:
     value = raw.get(key)
     return default if value is None else parse_time(value, f"field {key!r}")
 
 
-def _timeout_field(raw: dict, default: float) -> float:
+def _timeout_field(raw: dict[str, Any], default: float) -> float:
     value = raw.get("timeout")
     if value is None:
         return default
@@ -196,14 +204,14 @@ def _timeout_field(raw: dict, default: float) -> float:
     return seconds
 
 
-def _optional_string(raw: dict, key: str) -> str | None:
+def _optional_string(raw: dict[str, Any], key: str) -> str | None:
     value = raw.get(key)
     if value is not None and (not isinstance(value, str) or not value):
         raise InvalidInput(f"field {key!r} must be a non-empty string or null, not {value!r}")
     return value
 
 
-def _list_field(raw: dict, key: str) -> list:
+def _list_field(raw: dict[str, Any], key: str) -> list[Any]:
     value = raw.get(key) or []
     if not isinstance(value, list):
         raise InvalidInput(f"field {key!r} must be a list, not {value!r}")
@@ -213,12 +221,12 @@ def _list_field(raw: dict, key: str) -> list:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def encode(body: dict) -> bytes:
+def encode(body: dict[str, Any]) -> bytes:
     """The bytes spool writes for a job body (compact, one trailing newline)."""
     return _ENCODER.encode(body).encode() + b"\n"
 
 
-def decode(data: bytes, what: str) -> dict:
+def decode(data: bytes, what: str) -> dict[str, Any]:
     """The body in `data`; InvalidInput naming `what` when it is not a JSON object."""
     body = load_json(data, what)
     if not isinstance(body, dict):

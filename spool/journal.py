@@ -1,8 +1,9 @@
 """The events journal: `events/<host>/<YYYY-MM-DD>.jsonl`, one JSON line per state change.
 
-Each host appends only to its own directory (O_APPEND is safe within one host, never across
-hosts on NFS). A journal failure is logged with the path but never blocks a transition; a link
-planted where the directory or the day's file belongs is refused, never followed.
+Every line carries the `uid` of the process that wrote it (who did it, docs/protocol.md, Who may
+submit what). Each host appends only to its own directory (O_APPEND is safe within one host, never
+across hosts on NFS). A journal failure is logged with the path but never blocks a transition; a
+link planted where the directory or the day's file belongs is refused, never followed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ class Journal:
         """Append one line per id with a single write."""
         # ids, hosts and verbs are validated plain text: only the extra fields need encoding
         head = f'{{"time":"{format_time(now)}","event":"{event}","id":"'
-        tail = "".join(f',"{key}":{_ENCODER.encode(value)}' for key, value in fields.items())
+        # who made the change (docs/protocol.md, Who may submit what): the effective uid, which
+        # also owns what it wrote
+        tail = f',"uid":{os.geteuid()}' + "".join(
+            f',"{key}":{_ENCODER.encode(value)}' for key, value in fields.items())
         data = "".join(f'{head}{job_id}"{tail}}}\n' for job_id in job_ids).encode()
         day = f"{now.year:04d}-{now.month:02d}-{now.day:02d}"
         try:

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from spool.errors import InvalidInput, SpoolMissing
 from spool.timeutil import DUE_LENGTH, due_stamp, parse_due
@@ -44,7 +44,7 @@ def validate_id(value: object, what: str = "job id") -> str:
     return value
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[str]:
     """Whether `value` is an acceptable job id."""
     return isinstance(value, str) and bool(_ID.fullmatch(value))
 
@@ -217,7 +217,8 @@ class Layout:
     def create(self, mode: int = 0o755, group: int | None = None) -> None:
         """Make the directory tree (idempotent). With a group the tree is setgid and
         group-writable; the directories only daemons move files in are also sticky, so a
-        group member cannot rename or replace what a daemon created there (DESIGN §13)."""
+        group member cannot rename or replace what a daemon created there (docs/protocol.md, Who
+        may submit what)."""
         for path in [self.root, *(self.root / sub for sub in SUBDIRS)]:
             path.mkdir(mode=mode, parents=True, exist_ok=True)
             if group is not None:

@@ -5,10 +5,10 @@ worker_pid, task_pid, task_start, task_boot, started_at}}, unfit: {id: slots}}`.
 of this host write it, always under the lock and by write-then-rename; other hosts read it as a
 hint. Whenever it is loaded, workers that are gone (pid not alive, or another boot) are dropped
 and the tasks they left running are stopped. Slots are held by processes, not by files
-(DESIGN §4): an entry stays while its task process lives (pid and start time), even when the
-job's file was taken away, and otherwise only while its worker lives and the file is still in
-`processing/<host>/` — so a host never runs more than its capacity, and a crash never leaks
-slots for good.
+(docs/protocol.md, Slots and Liveness): an entry stays while its task process lives (pid and start
+time), even when the job's file was taken away, and otherwise only while its worker lives and the
+file is still in `processing/<host>/` — so a host never runs more than its capacity, and a crash
+never leaks slots for good.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from filelock import FileLock
 
@@ -54,7 +55,7 @@ def process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def task_alive(entry: dict, boot: str) -> bool:
+def task_alive(entry: dict[str, Any], boot: str) -> bool:
     """Whether the task process recorded in a running entry still runs (a zombie does not):
     the same pid with the same start time, in this boot."""
     pid, start = entry.get("task_pid"), entry.get("task_start")
@@ -74,7 +75,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stop_orphaned_task(entry: dict, boot: str, job_id: str, spool_dir: str) -> None:
+def stop_orphaned_task(entry: dict[str, Any], boot: str, job_id: str, spool_dir: str) -> None:
     """Kill the process group of a task whose worker died (kill -9), so that the job's
     recovery does not run it twice at once. Only the very process recorded is signalled; a
     task started but not yet recorded (its worker died in between) is found by the
@@ -120,10 +121,12 @@ class Ledger:
 
     host: str
     capacity: int
-    workers: dict[str, dict] = field(default_factory=dict)
-    running: dict[str, dict] = field(default_factory=dict)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    running: dict[str, dict[str, Any]] = field(default_factory=dict)
     unfit: dict[str, int] = field(default_factory=dict)
-    gone: dict[str, dict] = field(default_factory=dict)  # entries this load dropped (not saved)
+    blocked: dict[str, str] = field(default_factory=dict)  # job id -> its missing dependency
+    # entries this load dropped (not saved)
+    gone: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def used(self) -> int:
@@ -153,12 +156,12 @@ class Ledger:
         if entry.get("worker_pid") == worker_pid and entry.get("task_pid") is None:
             entry.update(task_pid=task_pid, task_start=process_start(task_pid), task_boot=boot)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "capacity": self.capacity, "workers": self.workers,
-                "running": self.running, "unfit": self.unfit}
+                "running": self.running, "unfit": self.unfit, "blocked": self.blocked}
 
 
-def _entries(value: object) -> dict:
+def _entries(value: object) -> dict[str, Any]:
     """A mapping of the ledger whose values are objects; anything else is dropped (a damaged
     or hand-edited file must not stop the host)."""
     if not isinstance(value, dict):
@@ -171,6 +174,13 @@ def _slots(value: object) -> dict[str, int]:
     if not isinstance(value, dict):
         return {}
     return {str(key): n for key, n in value.items() if isinstance(n, int)}
+
+
+def _names(value: object) -> dict[str, str]:
+    """`blocked`: job id -> dependency id, dropping what is not."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): dep for key, dep in value.items() if isinstance(dep, str)}
 
 
 class HostLedger:
@@ -226,7 +236,7 @@ class HostLedger:
             stored = None
         return Ledger(self.host, capacity or stored or os.cpu_count() or 1,
                       _entries(data.get("workers")), _entries(data.get("running")),
-                      _slots(data.get("unfit")))
+                      _slots(data.get("unfit")), _names(data.get("blocked")))
 
     def _prune(self, ledger: Ledger) -> None:
         ledger.workers = {pid: info for pid, info in ledger.workers.items()
@@ -237,7 +247,7 @@ class HostLedger:
                 stop_orphaned_task(entry, self.boot, job_id, str(self.layout.root))
         on_disk = {parsed for name in list_names(self.layout.host_processing(self.host))
                    if (parsed := parse_processing_name(name))}
-        kept: dict[str, dict] = {}
+        kept: dict[str, dict[str, Any]] = {}
         for job_id, entry in ledger.running.items():
             if task_alive(entry, self.boot) or (
                     str(entry.get("worker_pid")) in ledger.workers

@@ -1,9 +1,9 @@
-"""The limits gate of `spool explain` (DESIGN §12): for each pool a pending job needs, whether
-a token is free, and otherwise which attempts hold the pool's tokens."""
+"""The limits gate of `spool explain` (docs/protocol.md, Limit tokens): for each pool a pending job
+needs, whether a token is free, and otherwise which attempts hold the pool's tokens."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from spool.errors import InvalidInput
 from spool.files import list_names
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 Verdict = tuple[str, str, "str | None"]  # (verdict, detail, subject) of one limits gate
 
 
-def pool_verdicts(catalog: Catalog, body: dict) -> list[Verdict]:
+def pool_verdicts(catalog: Catalog, body: dict[str, Any]) -> list[Verdict]:
     """One verdict per pool `body` needs ("ok" with a free token, "waiting" when full)."""
     try:
         pools = pools_of(catalog.config, body)
@@ -40,7 +40,7 @@ def pool_verdicts(catalog: Catalog, body: dict) -> list[Verdict]:
     return gates
 
 
-def full_pool(catalog: Catalog, body: dict) -> str | None:
+def full_pool(catalog: Catalog, body: dict[str, Any]) -> str | None:
     """The first pool `body` needs that is full now (for `ls`: one listing per pool)."""
     try:
         pools = pools_of(catalog.config, body)

@@ -1,9 +1,10 @@
-"""Concurrency tokens (DESIGN §12): the one module that creates and removes `limits/` files.
+"""Concurrency tokens (docs/protocol.md, Limit tokens): the one module that creates and removes
+`limits/` files.
 
 A pool `limits/<name>/<key>/` (see `spool.limitspec`) holds tokens named `0` … `max-1`. A token
 is one running attempt's right to run: it is created by `link(2)` of a private file in `tmp/`,
 fully written beforehand, that names the attempt as JSON `{id, attempt, host, pid, pools,
-claimed_at}` — the exclusive creation that holds on NFS (§10): after EEXIST the link count of our
+claimed_at}` — the exclusive creation that holds on NFS: after EEXIST the link count of our
 file tells whether the link was in fact ours. One staged file serves all pools of one attempt.
 Releases read a token before unlinking it: one re-created by another claimer under the same
 name (maybe with the same, reused, inode number) is never removed by mistake.
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from spool.errors import InvalidInput
 from spool.files import discard, list_names, make_dir, read_with_stat
@@ -230,7 +231,7 @@ class Limits:
         for token in tokens:
             _unlink_if(token.path, token.job_id, token.attempt)
 
-    def release_attempt(self, job_id: str, attempt: int, body: dict | None = None) -> int:
+    def release_attempt(self, job_id: str, attempt: int, body: dict[str, Any] | None = None) -> int:
         """Remove the tokens that name attempt `attempt` of `job_id` (a mover that did not take
         them: the reaper, recovery); looks in the pools `body` needs, else in every pool."""
         released = 0
@@ -239,7 +240,7 @@ class Limits:
                 released += _unlink_if(holder.path, job_id, attempt)
         return released
 
-    def _pools_for(self, body: dict | None) -> list[Path]:
+    def _pools_for(self, body: dict[str, Any] | None) -> list[Path]:
         try:
             return [pool_dir(self.store, ref) for ref in pools_of(self.store.config, body)] \
                 if isinstance(body, dict) else all_pools(self.store)
@@ -373,7 +374,7 @@ def _remove_empty(pool: Path) -> None:
         pass  # a claimer linked into it meanwhile (ENOTEMPTY), or it is gone already
 
 
-def usage(catalog: Catalog) -> list[dict]:
+def usage(catalog: Catalog) -> list[dict[str, Any]]:
     """Each pool's use, for `status`: `{name, key, max, used, holders, attempts, path}`, where
     `key` is `_` for an unpartitioned pool and the key's value (as its tokens name it) for a
     partitioned one; every declared limit's plain pool is listed, empty partitioned ones not."""

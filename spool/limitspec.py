@@ -1,6 +1,6 @@
-"""Which limit pools a job needs (DESIGN §12): its job type's `limits` plus the job file's own,
-each `NAME` (one pool) or `NAME:KEY` (a partitioned limit: one pool per KEY, which may hold
-`{arg}` placeholders filled from the job's args as argv items are).
+"""Which limit pools a job needs (docs/protocol.md, Limit tokens): its job type's `limits` plus the
+job file's own, each `NAME` (one pool) or `NAME:KEY` (a partitioned limit: one pool per KEY, which
+may hold `{arg}` placeholders filled from the job's args as argv items are).
 
 A pool lives in `limits/<name>/<key>/`, `<key>` being `_` for a plain `NAME` and otherwise the
 first 32 hex digits of the SHA-256 of the KEY's UTF-8 bytes: any value makes a safe, fixed-length
@@ -54,7 +54,7 @@ def check_limit_list(value: Any) -> list[str]:
     return value
 
 
-def pools_of(config: Config, body: dict) -> tuple[PoolRef, ...]:
+def pools_of(config: Config, body: dict[str, Any]) -> tuple[PoolRef, ...]:
     """The pools `body` needs, sorted, each once; InvalidInput naming an undeclared limit or a
     placeholder its args lack."""
     jtype = config.job_type(body.get("job") or "")

@@ -13,7 +13,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from spool.errors import Conflict, InvalidInput
 from spool.files import discard, read_state
@@ -34,7 +34,7 @@ class Markers:
         digest = hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:40]
         return self.catalog.layout.unique / digest
 
-    def take_all(self, body: dict, now: datetime, exclusive_id: bool,
+    def take_all(self, body: dict[str, Any], now: datetime, exclusive_id: bool,
                  token: str | None = None, pending_ids: set[str] | None = None) -> list[Path]:
         """The id marker (a caller-chosen id) and the unique-key marker of `body`; Conflict
         when either is held, or when a job with that id already stands in any state (a
@@ -125,7 +125,7 @@ class Markers:
             pass
         discard(aside)
 
-    def release_unique(self, body: dict) -> None:
+    def release_unique(self, body: dict[str, Any]) -> None:
         """Free the job's unique key (it is finished, cancelled or dead)."""
         if body.get("unique"):
             self.release(self.marker_path("key", body["unique"]), body["id"])

@@ -66,7 +66,7 @@ def mount_for(path: Path, source: Path = PROC_MOUNTS) -> Mount | None:
     best = None
     for mount in read_mounts(source):
         point = mount.point.rstrip("/") or "/"
-        if target == point or target.startswith(point if point == "/" else point + "/"):
-            if best is None or len(point) >= len(best.point.rstrip("/") or "/"):
-                best = mount
+        inside = target == point or target.startswith(point if point == "/" else point + "/")
+        if inside and (best is None or len(point) >= len(best.point.rstrip("/") or "/")):
+            best = mount
     return best

@@ -1,7 +1,7 @@
 """An attempt's output: the child's stdout and stderr go through a pipe that the worker drains
 into `logs/ID.log`, counting bytes, so that a job's log never grows past `max_log_bytes`
-(DESIGN §7); what comes after is dropped and a marker line at the end of the attempt says how
-much.
+(docs/protocol.md, Links, FIFOs and group members); what comes after is dropped and a marker line
+at the end of the attempt says how much.
 
 Why a pipe rather than the log file itself as the child's stdout: a child writing straight to
 the file cannot be cut off without killing it — a size check on each tick could only truncate

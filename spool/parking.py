@@ -1,7 +1,7 @@
-"""Pending jobs parked on a full limit pool (DESIGN §12), so that a claim pass costs the same
-whether one job or 10,000 wait for a pool: a parked name leaves the view's walk, and each pass
-looks once at each pool with parked names (one listing) and returns as many of them, in claim
-order, as the pool has free tokens. A listing of `pending/` (the view's refresh) keeps parked
+"""Pending jobs parked on a full limit pool (docs/protocol.md, Limit tokens), so that a claim pass
+costs the same whether one job or 10,000 wait for a pool: a parked name leaves the view's walk, and
+each pass looks once at each pool with parked names (one listing) and returns as many of them, in
+claim order, as the pool has free tokens. A listing of `pending/` (the view's refresh) keeps parked
 names out and forgets those that are gone.
 """
 

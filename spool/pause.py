@@ -1,4 +1,4 @@
-"""Pause markers (DESIGN §12): empty files `paused/job.NAME`, `paused/host.NAME`,
+"""Pause markers (docs/protocol.md, Markers): empty files `paused/job.NAME`, `paused/host.NAME`,
 `paused/schedule.NAME` and `paused/all`.
 
 A marker's presence is the whole state: `pause` creates it, `resume` removes it, and readers

@@ -7,7 +7,7 @@ seconds as measured by this reaper on CLOCK_BOOTTIME between its own observation
 `hosts/<host>.reaper.json`, tagged with the boot id, so that `reap --once` from a timer works
 too; observations of another boot are discarded). On first sight, a file whose mtime is older
 than the file server's own clock (the mtime of a probe the reaper just wrote) by more than two
-leases is stale at once; claimers make a processing file's mtime fresh at the claim (§3 rule 8).
+leases is stale at once; claimers make a processing file's mtime fresh at the claim.
 This host's own processing files are judged by their flock instead.
 
 A pass costs what changed: markers and retention, which read every finished job, run on a
@@ -16,6 +16,9 @@ pool holds at most `max` tokens, so that costs the running jobs, not the queue.
 """
 
 from __future__ import annotations
+
+from typing import Any
+from collections.abc import Callable
 
 import json
 import logging
@@ -45,14 +48,14 @@ def boot_clock() -> float:
 class Reaper:
     """The reaper's observations and one `step(now)`."""
 
-    def __init__(self, spool: Spool, clock=boot_clock) -> None:
+    def __init__(self, spool: Spool, clock: Callable[[], float] = boot_clock) -> None:
         self.spool = spool
         self.store = spool.store
         self.obs_path = self.store.layout.hosts / f"{spool.host}.reaper.json"
         self.boot = boot_id()
         self.clock = clock
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, Any]:
         try:
             state = read_state(self.obs_path)
         except (OSError, InvalidInput):
@@ -65,8 +68,8 @@ class Reaper:
         """One pass; returns the names of the processing files it reaped."""
         state = self._load()
         reaped = self.reap_stale(now, state)
-        tasks = [("recover", lambda: recover_holds(self.store, now)),
-                 ("limits", self.sweep_tokens)]
+        tasks: list[tuple[str, Callable[[], object]]] = [
+            ("recover", lambda: recover_holds(self.store, now)), ("limits", self.sweep_tokens)]
         slow_at = state.get("slow_at")
         if not isinstance(slow_at, (int, float)) or self.clock() - slow_at >= SLOW_EVERY:
             tasks += [("markers", lambda: self.clear_markers(now)),
@@ -80,16 +83,17 @@ class Reaper:
         self._save(state)
         return reaped
 
-    def _save(self, state: dict) -> None:
+    def _save(self, state: dict[str, Any]) -> None:
         state["boot"] = self.boot
         replace_file(self.obs_path, json.dumps(state).encode(), self.store.layout.tmp,
                      self.spool.config.defaults.durable, host=self.spool.host,
                      mode=self.store.mode)
 
-    def reap_stale(self, now: datetime, state: dict) -> list[str]:
+    def reap_stale(self, now: datetime, state: dict[str, Any]) -> list[str]:
         """Reap processing files whose heartbeat stopped; updates `state["files"]`."""
         lease = self.spool.config.defaults.lease
-        seen = state.get("files") if isinstance(state.get("files"), dict) else {}
+        files = state.get("files")
+        seen: dict[str, Any] = files if isinstance(files, dict) else {}
         current: dict[str, list[float]] = {}
         probe_time: float | None = None
         reaped = self._recover_own(now)
@@ -124,14 +128,15 @@ class Reaper:
 
     def sweep_tokens(self) -> None:
         """Limit tokens whose attempt is not in processing/, older than the lease by the file
-        server's clock (DESIGN §12): their claimer died between token and rename, or before
-        releasing them."""
+        server's clock (docs/protocol.md, Limit tokens): their claimer died between token and
+        rename, or before releasing them."""
         for path in Limits(self.store).sweep(self._probe, self.spool.config.defaults.lease):
             log.warning("freed limit token %s: its attempt is not in processing/", path)
 
     def _recover_own(self, now: datetime) -> list[str]:
         """This host's orphans (flock free), under the host lock, whose pruning first stops
-        any task their dead worker left running (DESIGN §4: never two runs at once)."""
+        any task their dead worker left running (docs/protocol.md, Slots and Liveness: never two
+        runs at once)."""
         if not any(self.store.processing_paths(self.spool.host)):
             return []
         ledger = HostLedger(self.store.layout, self.spool.host, self.store.durable)

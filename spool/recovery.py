@@ -1,4 +1,5 @@
-"""Completing or rolling back what a crash left half done (DESIGN §3 rules 2, 5 and 6).
+"""Completing or rolling back what a crash left half done (docs/protocol.md, Transitions rules 2, 5
+and 6).
 
 Leftovers are recognised by name alone (`layout.parse_tmp_name` for tmp/):
 - an orphan processing file `processing/<host>/ID.N.json` (its worker died): if its outcome
@@ -16,12 +17,15 @@ set-aside copies are job bodies and are never deleted as scratch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import os
 import random
 from datetime import datetime
 from pathlib import Path
 
+from spool.allow import carry_owner
 from spool.errors import InvalidInput
 from spool.job import normalize
 from spool.files import discard, list_names, read_state
@@ -76,7 +80,7 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
         release_tokens(store, job_id, attempt)
         return "aside"
     try:
-        body = store.read(path)
+        body, info = store.read_with_stat(path)
     except FileNotFoundError:
         return None
     except (OSError, InvalidInput) as exc:
@@ -84,6 +88,16 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
                      now)
         release_tokens(store, job_id, attempt)
         return "dead"
+    try:  # a file planted in processing/ without the fields a pending name needs
+        body = normalize(body, store.config, now, job_id)
+    except Exception as exc:  # hostile content is invalid, not a crash
+        store.reject(path, invalid_record(job_id, f"processing file is no valid job: {exc}",
+                                          now, body.get("job") if isinstance(
+                                              body.get("job"), str) else None), now)
+        return "dead"
+    # requeued, the file becomes spool's: keep who owns the job (docs/protocol.md, Who may submit
+    # what)
+    body = carry_owner(store.config.job_type(body["job"]), info.st_uid, body)
     entry = {"attempt": attempt, "host": path.parent.name, "started_at": started_at,
              "ended_at": format_time(now)}
     where = settle(store, path, body, attempt, outcome, now, inode=inode, entry=entry,
@@ -94,9 +108,11 @@ def _recover_orphan(store: Store, path: Path, now: datetime, outcome: str, inode
     return where
 
 
-def release_tokens(store: Store, job_id: str, attempt: int, body: dict | None = None) -> None:
+def release_tokens(store: Store, job_id: str, attempt: int,
+                   body: dict[str, Any] | None = None) -> None:
     """After moving an attempt out of processing/ for a worker that cannot: its limit tokens
-    go (DESIGN §12); what a failure leaves, the reaper removes once older than the lease."""
+    go (docs/protocol.md, Limit tokens); what a failure leaves, the reaper removes once older than
+    the lease."""
     try:
         Limits(store).release_attempt(job_id, attempt, body)
     except OSError as exc:
@@ -124,9 +140,10 @@ def _is_body_of(store: Store, path: Path, job_id: str) -> bool:
         return False
 
 
-def settle(store: Store, path: Path, body: dict, attempt: int, outcome: str, now: datetime, *,
+def settle(store: Store, path: Path, body: dict[str, Any], attempt: int, outcome: str,
+           now: datetime, *,
            inode: int | None = None, error: str | None = None, exit_code: int | None = None,
-           result: object = None, entry: dict | None = None,
+           result: object = None, entry: dict[str, Any] | None = None,
            lock_fd: int | None = None) -> str | None:
     """Record the ended attempt in the body and move the job where the policy sends it.
 
@@ -156,7 +173,8 @@ def settle(store: Store, path: Path, body: dict, attempt: int, outcome: str, now
     return decision.state
 
 
-def invalid_record(job_id: str, error: str, now: datetime, job: str | None = None) -> dict:
+def invalid_record(job_id: str, error: str, now: datetime,
+                   job: str | None = None) -> dict[str, Any]:
     return {"id": job_id, "job": job, "outcome": "invalid", "error": error, "attempts": 0,
             "history": [], "finished_at": format_time(now)}
 
@@ -183,7 +201,7 @@ def recover_holds(store: Store, now: datetime) -> int:
                 _discard_if_old(path, now, 60.0 if parts.host == store.host else STALE_TMP_AGE)
         except OSError as exc:
             log.warning("cannot resolve %s: %s", path, exc)
-        except Exception:  # noqa: BLE001 - one bad file must not stop the others' recovery
+        except Exception:  # one bad file must not stop the others' recovery
             log.exception("cannot resolve %s", path)
     return resolved
 

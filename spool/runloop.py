@@ -2,10 +2,10 @@
 running attempts, run `step`, and run companion daemons (cron, reaper) from the same loop for
 `spool run`.
 
-The loop never exits on a fault (DESIGN §7): a start-up that fails (a full disk, no free
-inodes, EACCES on the host lock) is logged with the path and retried with backoff, a step that
-fails is logged and retried; only SIGTERM/SIGINT (or a burst worker with nothing left) end it.
-SIGSTOP/SIGCONT and interrupted waits are just wake-ups.
+The loop never exits on a fault (docs/protocol.md, Links, FIFOs and group members): a start-up that
+fails (a full disk, no free inodes, EACCES on the host lock) is logged with the path and retried
+with backoff, a step that fails is logged and retried; only SIGTERM/SIGINT (or a burst worker with
+nothing left) end it. SIGSTOP/SIGCONT and interrupted waits are just wake-ups.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from spool.inotify import make_watcher
 
@@ -44,7 +45,7 @@ class Companion:
         try:
             self.step(now)
             self.due_at = mono + self.next_wake(now)
-        except Exception:  # noqa: BLE001 - one daemon's failure must not stop the others
+        except Exception:  # one daemon's failure must not stop the others
             log.exception("%s step failed; retrying in 5s", self.name)
             self.due_at = mono + 5.0
 
@@ -126,7 +127,7 @@ def start_worker(worker: Worker, loop: Loop, clock: Callable[[], datetime]) -> b
         try:
             worker.start(clock())
             return True
-        except Exception as exc:  # noqa: BLE001 - full disk, EACCES, EIO...: wait, never exit
+        except Exception as exc:  # full disk, EACCES, EIO...: wait, never exit
             if worker.burst:
                 raise
             failures += 1
@@ -158,7 +159,7 @@ def run_worker(worker: Worker, clock: Callable[[], datetime]) -> int:
             except OSError as exc:  # a filesystem fault: log, back off, carry on
                 log.error("filesystem error, retrying: %s", worker.describe(exc))
                 loop.wait(min(5.0, worker.config.defaults.poll), full=True)
-            except Exception:  # noqa: BLE001 - the outermost loop: log, back off, carry on
+            except Exception:  # the outermost loop: log, back off, carry on
                 log.exception("worker step failed; retrying")
                 loop.wait(1.0, full=True)
             for companion in worker.companions if not worker.stopping else ():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Iterator
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -29,7 +29,7 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
         start = after.astimezone(zone)
         it = croniter(schedule.cron, start)
         while True:
-            fire = it.get_next(datetime)
+            fire: datetime = it.get_next(datetime)
             # when clocks fall back a wall time happens twice: fire at the first one only
             if fire.replace(tzinfo=None) != start.replace(tzinfo=None):
                 return fire.astimezone(UTC)

@@ -32,7 +32,7 @@ class Unsettled:
     """An ended attempt whose job is still to be moved; retried with a capped backoff."""
 
     claimed: Claimed
-    body: dict | None  # None: the file is rejected to dead/ (it cannot be read as a job)
+    body: dict[str, Any] | None  # None: the file is rejected to dead/ (it cannot be read as a job)
     outcome: str
     fields: dict[str, Any] = field(default_factory=dict)
     retry_at: float = 0.0
@@ -67,7 +67,7 @@ def settle_once(store: Store, pid: int, pending: Unsettled, now: datetime) -> bo
                        inode=item.inode, error=pending.fields["error"],
                        exit_code=pending.fields["exit_code"], result=pending.fields["result"],
                        entry=pending.fields["entry"], lock_fd=lock_fd)
-    except Exception as exc:  # noqa: BLE001 - a full disk above all: kept, tried again
+    except Exception as exc:  # a full disk above all: kept, tried again
         if not isinstance(exc, OSError):
             log.exception("settling job %s attempt %d failed", item.job_id, item.attempt)
         _defer(store, pending, exc)
@@ -80,8 +80,9 @@ def settle_once(store: Store, pid: int, pending: Unsettled, now: datetime) -> bo
 
 
 def release_tokens(store: Store, item: Claimed) -> None:
-    """After the move out of processing/: the attempt's limit tokens go (DESIGN §12). A
-    failure is logged; the reaper removes what is left once it is older than the lease."""
+    """After the move out of processing/: the attempt's limit tokens go (docs/protocol.md, Limit
+    tokens). A failure is logged; the reaper removes what is left once it is older than the
+    lease."""
     try:
         Limits(store).give_back(item.tokens)
     except OSError as exc:

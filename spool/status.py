@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 from datetime import datetime
 
@@ -16,15 +18,19 @@ from spool.store import Store
 from spool.timeutil import due_stamp, format_time, parse_due
 
 
-def status(store: Store, now: datetime) -> dict:
-    """The `status --json` document (DESIGN §8)."""
+def status(store: Store, now: datetime) -> dict[str, Any]:
+    """The `status --json` document (README, Command line)."""
     layout = store.layout
     pending = list_names(layout.pending)
-    stamps = [p.due for name in pending if (p := parse_pending_name(name))]
-    now_stamp = due_stamp(now)
-    due = [s for s in stamps if s <= now_stamp]
-    oldest = (now - parse_due(min(due))).total_seconds() if due else None
+    parsed = [p for name in pending if (p := parse_pending_name(name))]
     hosts = read_ledgers(store, now)
+    # what the workers' claim passes found blocked, still pending: no pending body is read
+    blocked = sorted({job_id for h in hosts for job_id in h.pop("blocked")}
+                     & {p.id for p in parsed})
+    now_stamp = due_stamp(now)
+    skip = set(blocked)
+    due = [p.due for p in parsed if p.due <= now_stamp and p.id not in skip]
+    oldest = (now - parse_due(min(due))).total_seconds() if due else None
     capacity = max((h["capacity"] for h in hosts), default=0)
     unclaimable = sorted({job_id for h in hosts for job_id, slots in h.pop("unfit").items()
                           if slots > capacity})
@@ -41,11 +47,11 @@ def status(store: Store, now: datetime) -> dict:
         "unclaimable": unclaimable,
         "schedules": [{"name": name, "next_fire": _fire(sched, now)}
                       for name, sched in sorted(store.config.schedules.items())],
-        # DESIGN §8's shape, filled in as hold, pause, limits and explain arrive
+        # README, Command line's shape, filled in as hold, pause, limits and explain arrive
         "held": len(store.terminal_names("held")),
         "paused": sorted(read_pauses(store).markers),
         "limits": usage(store),
-        "blocked": [],
+        "blocked": blocked,
     }
 
 
@@ -54,7 +60,7 @@ def _fire(schedule: Schedule, now: datetime) -> str | None:
     return format_time(fire) if fire else None
 
 
-def read_ledgers(store: Store, now: datetime) -> list[dict]:
+def read_ledgers(store: Store, now: datetime) -> list[dict[str, Any]]:
     """Every host's ledger as a hint: capacity, used slots, running ids, heartbeat age."""
     hosts = []
     for name in sorted(list_names(store.layout.hosts)):
@@ -75,11 +81,13 @@ def read_ledgers(store: Store, now: datetime) -> list[dict]:
             "heartbeat_age": max(0.0, age),
             "workers": len(ledger.get("workers", {})),
             "unfit": ledger.get("unfit", {}),
+            "blocked": [str(k) for k in blocked] if isinstance(
+                blocked := ledger.get("blocked"), dict) else [],
         })
     return hosts
 
 
-def _still_running(store: Store, host: object, running: object) -> dict:
+def _still_running(store: Store, host: object, running: object) -> dict[str, Any]:
     """The ledger's running entries whose attempt still has its file in processing/<host>/:
     a worker drops an ended attempt's entry only under its next lock, so the ledger alone
     would show an idle host busy with finished jobs."""
@@ -94,7 +102,7 @@ def _still_running(store: Store, host: object, running: object) -> dict:
             if isinstance(entry, dict) and (job_id, entry.get("attempt")) in on_disk}
 
 
-def format_status(doc: dict) -> str:
+def format_status(doc: dict[str, Any]) -> str:
     """Aligned text for people."""
     counts = doc["counts"]
     lines = [f"spool      {doc['spool']}",
@@ -109,6 +117,9 @@ def format_status(doc: dict) -> str:
     if doc["unclaimable"]:
         lines.append("unclaimable (need more slots than any host has): "
                      + ", ".join(doc["unclaimable"]))
+    if doc["blocked"]:
+        lines.append("blocked (a dependency is missing; see 'spool explain ID'): "
+                     + ", ".join(doc["blocked"]))
     if doc.get("held"):
         lines.append(f"held       {doc['held']} (spool ls held; spool release ID)")
     if doc.get("paused"):

@@ -1,19 +1,21 @@
 """The store: the only module that renames, links or unlinks job files.
 
-Protocol (DESIGN §3): new content is written to a private file in `tmp/` (its name carries
-host, pid and a random part, see `layout.tmp_name`) and renamed into place only once complete.
-Terminal moves are *move, then fill*: the outcome is staged as `tmp/finish-STATE,HOST,PID,RAND,
-ID.N`, the processing (or pending) file is renamed to `STATE/ID.json` — the commit — and the
-staged body is renamed over it. Requeues are *stage, then move*, preceded by a rename of the
-source into a hold `tmp/VERB,HOST,PID,RAND,ID.N` so that of several racing movers exactly one
-proceeds. The worker's flock descriptor is closed after the commit rename and before any rename
-replaces or unlinks the file it holds (on NFS that would silly-rename it). Every rename that fails
-with ENOENT is checked against its destination (NFS may report ENOENT for a retransmitted
-rename that succeeded). `spool.recovery` completes or rolls back whatever a crash leaves half
-done, from these names alone.
+Protocol (docs/protocol.md, Transitions): new content is written to a private file in `tmp/` (its
+name carries host, pid and a random part, see `layout.tmp_name`) and renamed into place only once
+complete. Terminal moves are *move, then fill*: the outcome is staged as
+`tmp/finish-STATE,HOST,PID,RAND, ID.N`, the processing (or pending) file is renamed to
+`STATE/ID.json` — the commit — and the staged body is renamed over it. Requeues are *stage, then
+move*, preceded by a rename of the source into a hold `tmp/VERB,HOST,PID,RAND,ID.N` so that of
+several racing movers exactly one proceeds. The worker's flock descriptor is closed after the
+commit rename and before any rename replaces or unlinks the file it holds (on NFS that would
+silly-rename it). Every rename that fails with ENOENT is checked against its destination (NFS may
+report ENOENT for a retransmitted rename that succeeded). `spool.recovery` completes or rolls back
+whatever a crash leaves half done, from these names alone.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import errno
 import logging
@@ -74,7 +76,7 @@ class Store(Catalog):
         if self.durable:
             fsync_dir(directory)
 
-    def _stage(self, body: dict, tag: str = "stage", subject: str | None = None) -> str:
+    def _stage(self, body: dict[str, Any], tag: str = "stage", subject: str | None = None) -> str:
         return stage(self._tmp_dir, encode(body), self.durable, tag, host=self.host,
                      subject=subject, mode=self.mode)
 
@@ -89,11 +91,11 @@ class Store(Catalog):
 
     # -- submit --------------------------------------------------------------------------
 
-    def submit(self, body: dict, now: datetime, *, exclusive_id: bool = False) -> str:
+    def submit(self, body: dict[str, Any], now: datetime, *, exclusive_id: bool = False) -> str:
         """Write a normalized body into pending/; the id and unique key guarded by link(2)."""
         return self.submit_many([body], now, exclusive_id=exclusive_id)[0]
 
-    def submit_many(self, bodies: list[dict], now: datetime, *,
+    def submit_many(self, bodies: list[dict[str, Any]], now: datetime, *,
                     exclusive_id: bool = False) -> list[str]:
         """Write several bodies with one directory fsync at the end."""
         done: list[str] = []
@@ -116,7 +118,7 @@ class Store(Catalog):
         return done
 
     @staticmethod
-    def _pending_name(body: dict) -> str:
+    def _pending_name(body: dict[str, Any]) -> str:
         return pending_name(body["priority"], parse_time(body["run_at"]), body["id"])
 
     def processing_paths_of(self, job_id: str, attempt: int) -> list[Path]:
@@ -132,9 +134,9 @@ class Store(Catalog):
               now: datetime, inode: int | None = None, mtime_ns: int | None = None
               ) -> Path | None:
         """Rename a pending file into `host_dir` as `ID.N.json` and make its mtime fresh
-        (DESIGN §3 rule 8); None when another claimer won. After an ENOENT, an existing
-        destination is this claim that NFS misreported (rule 4) only when it is still the file
-        this claimer read, untouched (`inode`, `mtime_ns`): the caller, under the host lock,
+        (docs/protocol.md, Liveness); None when another claimer won. After an ENOENT, an
+        existing destination is this claim that NFS misreported only when it is still the
+        file this claimer read, untouched (`inode`, `mtime_ns`): the caller, under the host lock,
         skips jobs that live workers of the host hold, and a dead worker's claim of the same
         file had made its mtime fresh — that orphan is left to recovery."""
         dest = host_dir / processing_name(job_id, attempt)
@@ -155,7 +157,7 @@ class Store(Catalog):
         self.journal.record(now, "claim", job_id, host=self.host, attempt=attempt)
         return dest
 
-    def finish(self, source: Path, body: dict, state: str, now: datetime,
+    def finish(self, source: Path, body: dict[str, Any], state: str, now: datetime,
                inode: int | None = None, lock_fd: int | None = None) -> Path:
         """Move then fill: `source` (processing or pending) becomes `STATE/ID.json` with `body`.
 
@@ -241,7 +243,7 @@ class Store(Catalog):
                 raise OwnershipLost(f"{source} was taken by another process") from None
         return hold
 
-    def requeue(self, source: Path, body: dict, now: datetime, verb: str = "requeue",
+    def requeue(self, source: Path, body: dict[str, Any], now: datetime, verb: str = "requeue",
                 inode: int | None = None, lock_fd: int | None = None,
                 attempt: int | None = None) -> Path:
         """Stage then move: `source` (a processing or dead file) returns to pending/ as `body`.
@@ -263,7 +265,7 @@ class Store(Catalog):
             _close(lock_fd)
         return self.requeue_hold(hold, body, now, verb, staged)
 
-    def requeue_hold(self, hold: Path, body: dict, now: datetime, verb: str,
+    def requeue_hold(self, hold: Path, body: dict[str, Any], now: datetime, verb: str,
                      staged: str | None = None) -> Path:
         """Second half of a requeue: the new body (staged here unless given) into pending/,
         then drop the hold."""
@@ -277,8 +279,8 @@ class Store(Catalog):
     def set_aside(self, path: Path, reason: str, now: datetime,
                   job_id: str | None = None) -> Path | None:
         """Take a redundant copy of a job out of its state directory without deleting it
-        (DESIGN §3 rule 5): `tmp/aside,HOST,PID,RAND,NAME`, kept until `fsck` or an operator
-        deals with it. None when the file was gone already."""
+        (docs/protocol.md, Copies): `tmp/aside,HOST,PID,RAND,NAME`, kept until `fsck`
+        or an operator deals with it. None when the file was gone already."""
         aside = self.set_aside_as(path, path.name, reason, now, job_id)
         if aside is not None:
             log.warning("set aside %s as %s: %s", path, aside.name, reason)
@@ -286,7 +288,7 @@ class Store(Catalog):
 
     # -- operator verbs ------------------------------------------------------------------
 
-    def cancel_pending(self, name: str, body: dict, now: datetime) -> bool:
+    def cancel_pending(self, name: str, body: dict[str, Any], now: datetime) -> bool:
         """Move a pending job to done/ as cancelled; False when a worker claimed it first."""
         try:
             self.finish(self.layout.pending / name, body, "done", now)
@@ -294,7 +296,7 @@ class Store(Catalog):
             return False
         return True
 
-    def cancel_held(self, body: dict, now: datetime) -> bool:
+    def cancel_held(self, body: dict[str, Any], now: datetime) -> bool:
         """Move a held job to done/ as cancelled; False when it moved meanwhile (released)."""
         try:
             self.finish(self.layout.held / f"{body['id']}.json", body, "done", now)
@@ -302,9 +304,10 @@ class Store(Catalog):
             return False
         return True
 
-    def hold_pending(self, name: str, body: dict, now: datetime) -> Path:
-        """Stage then move: a pending job goes to `held/ID.json` (DESIGN §12), keeping its
-        unique key. OwnershipLost when a worker claimed it (or another mover took it) first."""
+    def hold_pending(self, name: str, body: dict[str, Any], now: datetime) -> Path:
+        """Stage then move: a pending job goes to `held/ID.json` (docs/protocol.md, Transitions),
+        keeping its unique key. OwnershipLost when a worker claimed it (or another mover took it)
+        first."""
         job_id = body["id"]
         make_dir(self.layout.held, self.mode)  # a spool made before held/ existed
         staged = self._stage(body)
@@ -318,7 +321,7 @@ class Store(Catalog):
                             priority=body.get("priority"))
         return dest
 
-    def complete_hold(self, hold: Path, body: dict, staged: str | None = None) -> Path:
+    def complete_hold(self, hold: Path, body: dict[str, Any], staged: str | None = None) -> Path:
         """Second half of a hold (also recovery's): the body into held/, then drop the hold.
         A copy already in held/ is never replaced: the hold goes back to pending/."""
         staged = staged or self._stage(body)
@@ -343,7 +346,7 @@ class Store(Catalog):
         self._sync(dest.parent)
         discard(hold)
 
-    def release_held(self, body: dict, now: datetime) -> Path:
+    def release_held(self, body: dict[str, Any], now: datetime) -> Path:
         """Stage then move: a held job returns to pending/ under its canonical name, with its
         priority and due time. OwnershipLost when another mover took it first."""
         source = self.layout.held / f"{body['id']}.json"
@@ -389,7 +392,7 @@ class Store(Catalog):
         except OwnershipLost:
             return None
 
-    def adopt(self, hold: Path, body: dict, now: datetime, exclusive_id: bool,
+    def adopt(self, hold: Path, body: dict[str, Any], now: datetime, exclusive_id: bool,
               token: str, pending_ids: set[str] | None = None) -> str:
         """A held drop, validated, enters pending/ under its canonical name. A filesystem
         fault (a full disk) hands the drop back to pending/ as `ID.json`, adopted again later
@@ -402,9 +405,9 @@ class Store(Catalog):
                 self.markers.release(marker, body["id"])
             self.return_drop(hold, body["id"])
             raise
-        return body["id"]
+        return str(body["id"])
 
-    def reject(self, hold: Path, record: dict, now: datetime) -> Path:
+    def reject(self, hold: Path, record: dict[str, Any], now: datetime) -> Path:
         """Move then fill: the original becomes `dead/ID.orig`, then `dead/ID.json` explains."""
         job_id = record["id"]
         original = self.layout.dead / f"{job_id}.orig"
@@ -453,7 +456,7 @@ class Store(Catalog):
                             to=aside.name, error=reason)
         return aside
 
-    def bury_unreadable(self, path: Path, record: dict, now: datetime) -> Path:
+    def bury_unreadable(self, path: Path, record: dict[str, Any], now: datetime) -> Path:
         """Move then fill, never replacing: `path` becomes `dead/ID.orig` (unless it is that
         file already, a rejection cut short) and `dead/ID.json` is created as `record` by
         link(2); FileExistsError when either name is taken by another file."""

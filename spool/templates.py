@@ -1,5 +1,5 @@
-"""`{name}` placeholders in argv items and limit keys (DESIGN §5): only `{name}` with `name` an
-identifier is a placeholder; any other brace is literal, and `{{`/`}}` give one brace."""
+"""`{name}` placeholders in argv items and limit keys (README, Writing jobs): only `{name}` with
+`name` an identifier is a placeholder; any other brace is literal, and `{{`/`}}` give one brace."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
 def placeholders(command: tuple[str, ...] | list[str]) -> list[str]:
-    """The placeholder names of an argv template, in order, each once (DESIGN §5): only
+    """The placeholder names of an argv template, in order, each once (README, Writing jobs): only
     `{name}` with `name` an identifier; any other brace is literal."""
     names: dict[str, None] = {}
     for item in command:

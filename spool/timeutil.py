@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC as UTC  # re-exported: spool's modules take UTC from here
+from datetime import datetime, timedelta
 
 from spool.errors import InvalidInput
 
-UTC = timezone.utc
 DUE_LENGTH = 23
 MAX_DURATION = 36500 * 86400.0  # 100 years: any wait or delay fits a timedelta and a timeout
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", re.ASCII)

@@ -65,7 +65,7 @@ def unit_properties(unit: str, names: tuple[str, ...]) -> tuple[dict[str, str] |
         return None, "no systemctl on this host"
     try:
         result = subprocess.run(
-            [systemctl, "show", f"--property={','.join(('LoadState',) + names)}", "--", unit],
+            [systemctl, "show", f"--property={','.join(('LoadState', *names))}", "--", unit],
             capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"systemctl show failed: {exc}"
@@ -90,7 +90,7 @@ def check_worker_unit(sp: Spool) -> list[Finding]:
     need = config.defaults.grace + kill_grace
     advice = int(need) + 10
     unit = f"spool-worker@{systemd_escape_path(sp.path.resolve())}.service"
-    props, why = unit_properties(unit, ("TimeoutStopUSec",) + SANDBOX_PROPERTIES)
+    props, why = unit_properties(unit, ("TimeoutStopUSec", *SANDBOX_PROPERTIES))
     if props is None:
         if need >= SHIPPED_STOP_TIMEOUT:
             return [("WARN", f"systemd: grace + kill_grace is {need:g}s, the shipped "

@@ -19,12 +19,14 @@ import signal
 import time
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from spool.api import Spool
 from spool.attempts import Attempts, Running
-from spool.claim import Claimed, PendingView, claim_due, dependencies_met
+from spool.claim import Claimed, PendingView, claim_due
 from spool.config import Config
+from spool.dependencies import check_dependencies
 from spool.drops import adopt_pass
 from spool.errors import SpoolError
 from spool.inotify import Watcher
@@ -161,10 +163,8 @@ class Worker:
         self._guarded("claim", lambda: self.claim_and_start(now))
         if mono - self.beat_at >= self.config.defaults.heartbeat:
             self._guarded("heartbeat", lambda: self.beat(now, mono))
-        if self.burst and not self.running and not self.attempts.unsettled \
-                and not self._anything_due(now):
-            return False
-        return True
+        idle = not self.running and not self.attempts.unsettled
+        return not (self.burst and idle and not self._anything_due(now))
 
     def _guarded(self, what: str, action: Callable[[], None]) -> None:
         """One phase of a step: a filesystem fault is logged and the step goes on, so that a
@@ -181,9 +181,9 @@ class Worker:
         return str(exc)
 
     def adopt(self, now: datetime) -> bool:
-        """Adopt drops for at most a quarter of a heartbeat (DESIGN §4: a burst of thousands
-        of drops must not delay heartbeats); the rest waits for the next step. True when
-        drops are left for it."""
+        """Adopt drops for at most a quarter of a heartbeat (docs/protocol.md, Slots and Liveness:
+        a burst of thousands of drops must not delay heartbeats); the rest waits for the next step.
+        True when drops are left for it."""
         if not self.view.drops:
             return False
         until = time.monotonic() + max(0.02, self.config.defaults.heartbeat / 4)
@@ -206,14 +206,13 @@ class Worker:
             for name in self.view.due(now):
                 info = self.view.job_info(name)
                 if info and info.slots <= ledger.capacity and not pauses.job(info.job) and (
-                        not info.after or dependencies_met(self.store, info.after)):
+                        not info.after or check_dependencies(self.store, info.after)):
                     return True
         return False
 
     def claim_and_start(self, now: datetime) -> None:
         """Claim what fits under the host lock, then start each claimed attempt."""
-        usable = (self.view.names or self.view.parked) and not self.attempts.unsettled \
-            and self.host_dir_ok()
+        usable = not self.attempts.unsettled and self.host_dir_ok()
         pauses = read_pauses(self.store) if usable else Pauses()  # one listing per pass
         self.paused_seen = pauses.host(self.spool.host) or bool(pauses.names("job"))
         usable = usable and not pauses.host(self.spool.host)
@@ -222,7 +221,9 @@ class Worker:
             with self._locked() as ledger:
                 self._forget(ledger)
                 self._record_tasks(ledger)
-                if usable and ledger.free > 0:
+                # with nothing pending, a pass still runs to unblock what was blocked
+                if usable and ledger.free > 0 and (
+                        self.view.names or self.view.parked or ledger.blocked):
                     claimed = claim_due(self.store, self.view, ledger, now, self.pid,
                                         self.capacity or 1, pauses.names("job"))
         except OSError as exc:  # the ledger could not be saved (a full disk)
@@ -265,7 +266,7 @@ class Worker:
 
     def _record_tasks(self, ledger: Ledger) -> None:
         """Note each running task's pid and start time, so that a successor can stop it if
-        this worker is killed, and so that its slots stay held while it lives (§4)."""
+        this worker is killed, and so that its slots stay held while it lives."""
         for job_id, run in self.running.items():
             ledger.hold_task(job_id, run.claimed.attempt, int(run.body.get("slots") or 1),
                              self.pid, run.attempt.pid, format_time(run.attempt.started_at),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -96,7 +96,7 @@ def spool_cli(spool: Path, *args: str, host: str = "test", input: str | None = N
 def start_cli(spool: Path, *args: str, host: str = "test", log: Path | None = None,
               **env: str) -> subprocess.Popen:
     """Start a long-running `spool` command (a worker, cron, reaper)."""
-    out = open(log, "ab") if log else subprocess.DEVNULL
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
     return subprocess.Popen([sys.executable, "-m", "spool.cli", "--spool", str(spool),
                              "--host", host, *args], stdout=out, stderr=out,
                             env=cli_env(**env))

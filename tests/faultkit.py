@@ -30,10 +30,12 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # 1 (`wait_fail`, retried once)
 WAIT_JOB = """
 [jobs.wait]
-command = ["sh", "-c", 'i=0; while [ ! -e "$0" ]; do i=$((i+1)); [ "$i" -gt 600 ] && exit 3; sleep 0.1; done', "{marker}"]
+command = ["sh", "-c",
+           'i=0; while [ ! -e "$0" ]; do i=$((i+1)); [ "$i" -gt 600 ] && exit 3; sleep 0.1; done', "{marker}"]
 
 [jobs.wait_fail]
-command = ["sh", "-c", 'i=0; while [ ! -e "$0" ]; do i=$((i+1)); [ "$i" -gt 600 ] && exit 3; sleep 0.1; done; exit 1', "{marker}"]
+command = ["sh", "-c",
+           'i=0; while [ ! -e "$0" ]; do i=$((i+1)); [ "$i" -gt 600 ] && exit 3; sleep 0.1; done; exit 1', "{marker}"]
 max_attempts = 2
 """
 FAULT_CONFIG = CONFIG + WAIT_JOB
@@ -64,7 +66,8 @@ def mount_tmpfs(where: Path, size: str, nr_inodes: int) -> None:
 
 def unmount(where: Path) -> None:
     """Unmount, lazily when something still holds the filesystem."""
-    if subprocess.run(["umount", str(where)], check=False, capture_output=True, timeout=30).returncode:
+    if subprocess.run(["umount", str(where)], check=False, capture_output=True,
+                      timeout=30).returncode:
         subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)
 
 
@@ -343,7 +346,8 @@ def start_as(user: User, spool: Path, *args: str, host: str, log: Path,
 
 def sh_as(user: User, script: str, cwd: Path) -> subprocess.CompletedProcess:
     """A shell snippet as `user` (planting links, FIFOs...)."""
-    return subprocess.run(as_user(user, ["sh", "-c", script]), check=False, capture_output=True, text=True,
+    return subprocess.run(as_user(user, ["sh", "-c", script]), check=False, capture_output=True,
+                          text=True,
                           cwd=cwd, env=user_env(cwd), timeout=30)
 
 

@@ -195,7 +195,8 @@ run()
 """
 
 
-FIRST_WRITES = {"cron": "cron/state.t.json", "reap": "hosts/t.reaper.json", "worker": "hosts/t.json"}
+FIRST_WRITES = {"cron": "cron/state.t.json", "reap": "hosts/t.reaper.json",
+                "worker": "hosts/t.json"}
 
 
 @pytest.mark.parametrize("command", ["cron", "reap", "worker"])

@@ -127,7 +127,7 @@ def test_reaper_never_reaps_a_live_job_under_clock_skew(spool_dir, tmp_path):
         wait_until(marker.exists, 30, "task start")
         skewed = Reaper(Spool(spool_dir, host="skewed"))
         real = time.time()
-        for offset in range(0, 12):  # the reaper's clock runs 10 minutes ahead
+        for offset in range(12):  # the reaper's clock runs 10 minutes ahead
             skewed.step(datetime.fromtimestamp(real + 600 + offset * 0.5, UTC)
                         + timedelta(seconds=time.time() - real))
             time.sleep(0.5)

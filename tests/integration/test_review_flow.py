@@ -1,5 +1,5 @@
-"""Review of flow control (DESIGN §12): planted files and races that must not lose, duplicate
-or over-admit a job, on real directories and, from the CLI, with real processes."""
+"""Review of flow control (limits, hold, pause): planted files and races that must not lose,
+duplicate or over-admit a job, on real directories and, from the CLI, with real processes."""
 
 from __future__ import annotations
 
@@ -143,6 +143,37 @@ def test_an_unreadable_pool_does_not_stop_the_sweep_of_the_others(sp, monkeypatc
 
     monkeypatch.setattr(limits_module, "list_names", unreadable)
     assert Limits(sp.store).sweep(lambda: 1e12, 3.0) == [leaked[0].path]
+
+
+def test_a_stalled_claim_given_back_keeps_who_owns_the_job(tmp_path, monkeypatch):
+    """The give-back rewrites the job file as spool's user: the owner of a job of an `allow`
+    type goes with it (allow), or a user spool's own may not be would run as allowed."""
+    from spool.claim import PendingView, claim_due
+    from spool.ledger import Ledger
+
+    guarded = CONFIG + LIMIT_TYPES + """
+[jobs.guarded]
+command = ["true"]
+allow = ["root"]
+limits = ["account:{tag}"]
+"""
+    sp = Spool(make_spool(tmp_path / "spool", guarded), host="h1", clock=lambda: NOW)
+    sp.store.layout.host_processing("h1").mkdir()
+    sp.submit("guarded", args={"tag": "acme"}, id="a-stalled")
+    [name] = os.listdir(sp.path / "pending")
+    os.chown(sp.path / "pending" / name, 54321, 54321)  # submitted by a user not allowed
+    view = PendingView(sp.store)
+    view.refresh(0)
+    real_claim = sp.store.claim
+
+    def claim_after_a_stall(*args, **kwargs):
+        assert Limits(sp.store).sweep(lambda: 1e12, 3.0)
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(sp.store, "claim", claim_after_a_stall)
+    assert claim_due(sp.store, view, Ledger("h1", 8), NOW, os.getpid(), 1) == []
+    job, body = sp.store.get("a-stalled")
+    assert job.state == "pending" and body["owner"] == 54321
 
 
 # -- from the CLI, with real processes --------------------------------------------------

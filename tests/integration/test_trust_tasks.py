@@ -108,7 +108,7 @@ def test_a_handler_child_dies_with_its_worker(spool_dir, tmp_path):
         worker.kill()  # before or after it recorded its child: the child must not run on
         worker.wait()
     for pid in children:
-        wait_until(lambda: not alive(pid), 10, "the handler child to die with its worker")
+        wait_until(lambda pid=pid: not alive(pid), 10, "the handler child to die with its worker")
 
 
 def _parent(pid: int) -> int | None:

@@ -181,7 +181,8 @@ def test_a_burst_of_drops_never_delays_the_heartbeat_of_a_running_job(tmp_path):
             try:
                 ages.append(time.time() - os.stat(running).st_mtime)
             except FileNotFoundError:
-                raise AssertionError(f"the running job was reaped:\n{text(tmp_path / 'b.log')}")
+                raise AssertionError(
+                    f"the running job was reaped:\n{text(tmp_path / 'b.log')}") from None
             return not any(n.startswith("drop") for n in os.listdir(spool / "pending"))
 
         wait_until(adopted, 120, "every drop adopted")
@@ -293,7 +294,7 @@ def test_errors_between_claim_and_start_end_the_attempt_and_the_worker_goes_on(t
             assert f"{job_id}.log" in body["error"]
         assert outside.read_text() == "not the spool's\n"
         assert state_files(spool)["processing"] == [] and proc.poll() is None
-        assert not [n for n in os.listdir(spool / "processing" / "a")]
+        assert not list(os.listdir(spool / "processing" / "a"))
     finally:
         stop(proc)
 

@@ -72,7 +72,7 @@ def _remove(root: Path) -> None:
         except OSError as exc:
             if time.monotonic() > deadline:
                 left = [os.path.join(d, n) for d, _, names in os.walk(root) for n in names]
-                warnings.warn(f"could not remove {root}: {exc}; left: {left[:10]}")
+                warnings.warn(f"could not remove {root}: {exc}; left: {left[:10]}", stacklevel=2)
                 return
             time.sleep(0.2)
 

@@ -75,4 +75,4 @@ def test_view_skips_future_jobs_of_each_priority(sp):
     view = PendingView(sp.store)
     view.refresh(0)
     assert [n.split("-", 2)[2][:-5] for n in view.due(NOW)] == [now_job]
-    assert list(view.due(NOW + timedelta(seconds=61)))[0].startswith("3-")
+    assert next(iter(view.due(NOW + timedelta(seconds=61)))).startswith("3-")

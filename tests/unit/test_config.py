@@ -61,7 +61,7 @@ def test_errors_name_file_and_key(text, key):
 
 
 def test_not_toml_names_the_file():
-    with pytest.raises(ConfigError, match="spool.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"spool.toml: not valid TOML"):
         parse_config("[jobs", P)
 
 
@@ -100,7 +100,7 @@ def test_after_schedules_count_their_upstream_ids():
 
 def test_after_cycles_are_refused():
     text = JOB + schedule("x", 'after = "y"') + schedule("y", 'after = "x"')
-    with pytest.raises(ConfigError, match="cycle.*x -> y -> x"):
+    with pytest.raises(ConfigError, match=r"cycle.*x -> y -> x"):
         parse_config(text, P)
     with pytest.raises(ConfigError, match="cycle"):
         parse_config(JOB + schedule("self", 'after = "self"'), P)
@@ -127,7 +127,7 @@ def test_sample_lists_the_new_limits():
                                   "[jobs.a]\ncommand = [\"x\"]\nmax_attempts = 99999999999",
                                   "[jobs.\"a\\n\"]\ncommand = [\"x\"]"])
 def test_hostile_config_values_are_config_errors(text):
-    with pytest.raises(ConfigError, match="spool.toml"):
+    with pytest.raises(ConfigError, match=r"spool.toml"):
         parse_config(text, P)
 
 
@@ -135,5 +135,5 @@ def test_hostile_config_values_are_config_errors(text):
                                   "[1979-05-27T07:32:00Z]"])
 def test_schedule_args_must_be_json(args):
     text = JOB + schedule("s", f'every = "1m"\nargs = {args}')
-    with pytest.raises(ConfigError, match="schedules.s.args'.*not a JSON value"):
+    with pytest.raises(ConfigError, match=r"schedules.s.args'.*not a JSON value"):
         parse_config(text, P)

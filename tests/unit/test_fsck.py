@@ -353,7 +353,7 @@ def test_staged_outcome_of_a_gone_attempt_is_set_aside_not_deleted(sp):
 
 
 def test_partial_staged_outcome_holds_no_body_and_is_removed(sp):
-    staged = hold(sp, "finish-done", b'{"id": "J1", "outc')
+    hold(sp, "finish-done", b'{"id": "J1", "outc')
     assert [k for k, _ in found(check(sp))] == ["stale-staged"]
     assert not check(sp, repair=True).unrepaired
     assert os.listdir(sp.path / "tmp") == []
@@ -432,7 +432,7 @@ def test_stale_scratch_with_a_body_is_set_aside_and_without_one_removed(sp):
                                             ("stale-scratch", "tmp/stage.123.abcd")])
     assert not check(sp, repair=True).unrepaired
     names = os.listdir(sp.path / "tmp")
-    assert sorted(names) == sorted(asides(sp) + ["whatever"]) and len(asides(sp)) == 1
+    assert sorted(names) == sorted([*asides(sp), "whatever"]) and len(asides(sp)) == 1
 
 
 def marker(sp: Spool, kind: str, value: str, job_id: str, age: float = 3600) -> Path:

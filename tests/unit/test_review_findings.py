@@ -216,7 +216,8 @@ def test_a_completed_job_whose_settle_failed_once_is_not_requeued_as_lost(sp, mo
 
     monkeypatch.setattr(sp.store, "_stage", stage)
     monkeypatch.setattr(settling, "relock", contended_relock)
-    entry = {"attempt": 1, "host": "h1", "worker": os.getpid(), "started_at": "2026-11-22T12:00:00Z",
+    entry = {"attempt": 1, "host": "h1", "worker": os.getpid(),
+             "started_at": "2026-11-22T12:00:00Z",
              "ended_at": "2026-11-22T12:00:01Z"}
     pending = Unsettled(held, held.body, "completed",
                         {"error": None, "exit_code": 0, "result": None, "entry": entry,

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from spool.config import Schedule
 from spool.schedules import due_fires, fires_between, next_fire
 from spool.timeutil import UTC
+import itertools
 
 
 def at(*parts: int) -> datetime:
@@ -27,14 +28,15 @@ def test_cron_in_paris_across_daylight_saving_neither_skips_nor_doubles():
     autumn = fires_between(sched, at(2026, 10, 23, 12), at(2026, 10, 27, 12))
     assert len(spring) == 4 and len(set(spring)) == 4
     assert len(autumn) == 4 and len(set(autumn)) == 4
-    assert all(b - a >= timedelta(hours=22) for a, b in zip(autumn, autumn[1:]))
+    assert all(b - a >= timedelta(hours=22) for a, b in itertools.pairwise(autumn))
 
 
 def test_catchup_policies_after_downtime():
     last, now = at(2026, 1, 1, 0, 0), at(2026, 1, 1, 0, 5, 30)
-    every_minute = dict(name="s", job="noop", cron="* * * * *")
+    every_minute = {"name": "s", "job": "noop", "cron": "* * * * *"}
     assert len(due_fires(Schedule(**every_minute, catchup="all"), last, now)) == 5
-    assert due_fires(Schedule(**every_minute, catchup="latest"), last, now) == [at(2026, 1, 1, 0, 5)]
+    assert due_fires(Schedule(**every_minute, catchup="latest"), last, now) == [at(2026, 1, 1, 0,
+                                                                                   5)]
     assert due_fires(Schedule(**every_minute, catchup="none"), last, now) == [at(2026, 1, 1, 0, 5)]
     late = at(2026, 1, 1, 0, 5) + timedelta(minutes=50)
     hourly = Schedule("h", "noop", cron="5 * * * *", catchup="none")

@@ -130,7 +130,7 @@ def test_a_finish_never_replaces_an_existing_terminal_record(tmp_path):
     job_id = sp.submit("noop")
     path = claim(sp, job_id)
     held = hold_processing_file(sp.store, path, 1)
-    (sp.path / "done" / f"{job_id}.json").write_text('{"id": "%s", "outcome": "x"}' % job_id)
+    (sp.path / "done" / f"{job_id}.json").write_text(f'{{"id": "{job_id}", "outcome": "x"}}')
     assert settle(sp.store, path, held.body, 1, "completed", NOW, inode=held.inode,
                   lock_fd=held.fd) is None
     assert json.loads((sp.path / "done" / f"{job_id}.json").read_text())["outcome"] == "x"
