@@ -22,14 +22,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from collections.abc import Iterator
 
+from spool.allow import carry_owner
 from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
 from spool.files import list_names
+from spool.job import normalize
 from spool.layout import is_temporary_name, parse_pending_name
 from spool.ledger import Ledger
 from spool.limits import Limits, Token
 from spool.limitspec import PoolRef, pools_of
 from spool.parking import Parking, reopen_parked
+from spool.recovery import settle
 from spool.store import Store
 from spool.timeutil import due_stamp, format_time
 
@@ -263,6 +266,8 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
             limits.give_back(tokens)
             continue
         held.tokens = tokens
+        if held.body is not None and limits.lost(tokens) and give_back_claim(store, held, now):
+            continue
         ledger.unfit.pop(job_id, None)
         ledger.running[job_id] = {"slots": info.slots if held.body else 1, "attempt": attempt,
                                   "worker_pid": worker_pid, "task_pid": None,
@@ -271,6 +276,31 @@ def claim_due(store: Store, view: PendingView, ledger: Ledger, now: datetime,
         claimed.append(held)
     deps.finish(ledger, now, complete)
     return claimed
+
+
+def give_back_claim(store: Store, held: Claimed, now: datetime) -> bool:
+    """A claim whose limit token the reaper freed while it stalled before its rename (a pool
+    never holds more than `max`): the job goes back to pending/, its attempt not counted (if that
+    fails, the unheld processing file is this host's orphan, for recovery to requeue). False
+    for a body that is no valid job: its claim goes on, to be buried, never run."""
+    try:
+        body = normalize(held.body or {}, store.config, now, held.job_id)
+    except Exception:  # hostile content is invalid, not a crash
+        return False
+    if held.owner is not None:  # requeued, the file becomes spool's: keep who owns the job
+        body = carry_owner(store.config.job_type(body["job"]), held.owner, body)
+    log.warning("job %s attempt %d: a limit token was freed while its claim stalled; "
+                "returning it to pending/", held.job_id, held.attempt)
+    lock_fd, held.fd = held.fd, None
+    try:
+        settle(store, held.path, body, held.attempt, "interrupted", now,
+               inode=held.inode, lock_fd=lock_fd,
+               error="a limit token was freed while the claim stalled before its rename")
+    except OSError as exc:
+        log.error("cannot return job %s to pending/: %s", held.job_id, exc)
+    Limits(store).give_back(held.tokens)
+    held.tokens = []
+    return True
 
 
 _OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK

@@ -13,14 +13,13 @@ daemon catches it up after `resume`. A manual fire (`spool fire`, `spool.flow`) 
 
 from __future__ import annotations
 
-from typing import Any
-
 import hashlib
 import json
 import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from spool.api import Spool
 from spool.config import Schedule
@@ -64,15 +63,19 @@ def last_completed(store: Store, schedule: str) -> str | None:
     prefix = f"{schedule}@"
     names = sorted((n for n in store.terminal_names("done") if n.startswith(prefix)),
                    reverse=True)
-    best = None
+    best: datetime | None = None
     for name in names[:50]:
         try:
             body = store.read(store.layout.done / name)
+            if body.get("outcome") != "completed":
+                continue
+            # a hand-made or planted record may lack the time or hold anything there
+            finished = parse_time(body.get("finished_at"))
         except (OSError, SpoolError):
             continue
-        if body.get("outcome") == "completed" and (best is None or body["finished_at"] > best):
-            best = body["finished_at"]
-    return best
+        if best is None or finished > best:
+            best = finished
+    return None if best is None else format_time(best)
 
 
 class Cron:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import hashlib
 import os
+from typing import Any
 
 
 def checksum(text: str = "") -> dict[str, Any]:

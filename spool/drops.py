@@ -12,8 +12,6 @@ lone surrogate in a string.
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import logging
 import math
@@ -22,6 +20,7 @@ import stat
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from spool.allow import refusal
 from spool.errors import Conflict, InvalidInput

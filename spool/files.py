@@ -8,12 +8,11 @@ inside the spool can make a daemon write outside it. Job files are moved only by
 
 from __future__ import annotations
 
-from typing import Any
-
 import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from spool.errors import InvalidInput
 from spool.jsonvalues import load_json

@@ -5,9 +5,9 @@ A pool `limits/<name>/<key>/` (see `spool.limitspec`) holds tokens named `0` …
 is one running attempt's right to run: it is created by `link(2)` of a private file in `tmp/`,
 fully written beforehand, that names the attempt as JSON `{id, attempt, host, pid, pools,
 claimed_at}` — the exclusive creation that holds on NFS: after EEXIST the link count of our
-file tells whether the link was in fact ours. One staged file serves all pools of one attempt,
-so every token of an attempt shares its inode, which releases check before unlinking: a token
-re-created by another claimer under the same name is never removed by mistake.
+file tells whether the link was in fact ours. One staged file serves all pools of one attempt.
+Releases read a token before unlinking it: one re-created by another claimer under the same
+name (maybe with the same, reused, inode number) is never removed by mistake.
 
 Who does what:
 - the claimer takes every token its job needs before the claim rename (`take`), and gives them
@@ -169,9 +169,12 @@ class Limits:
 
     def _stage(self, job_id: str, attempt: int, refs: tuple[PoolRef, ...],
                now: datetime) -> tuple[str, int]:
-        data = json.dumps({"id": job_id, "attempt": attempt, "host": self.store.host,
-                           "pid": os.getpid(), "pools": [ref.label for ref in refs],
-                           "claimed_at": format_time(now)}).encode()
+        token = {"id": job_id, "attempt": attempt, "host": self.store.host,
+                 "pid": os.getpid(), "pools": [ref.label for ref in refs],
+                 "claimed_at": format_time(now)}
+        data = json.dumps(token).encode()
+        if len(data) > TOKEN_BYTES:  # many long keys: the labels go, the token stays readable
+            data = json.dumps({**token, "pools": []}).encode()
         staged = self.store.stage_data(data, "token", f"{job_id}.{attempt}")
         return staged, os.lstat(staged).st_ino
 
@@ -211,10 +214,22 @@ class Limits:
 
     # -- movers --------------------------------------------------------------------------
 
-    def give_back(self, tokens: Iterable[Token]) -> None:
-        """Remove tokens this process made, each only while it is still ours (same inode)."""
+    def lost(self, tokens: Iterable[Token]) -> bool:
+        """Whether any of `tokens` is no longer ours: a claim that stalled past the lease
+        between its tokens and its rename finds the reaper freed one (a dead claimer's, as
+        far as the reaper could tell), maybe for another attempt to take."""
         for token in tokens:
-            _unlink_if(token.path, token.inode, token.job_id, token.attempt)
+            try:
+                if not _is_ours(token.path, token.job_id, token.attempt):
+                    return True
+            except FileNotFoundError:
+                return True
+        return False
+
+    def give_back(self, tokens: Iterable[Token]) -> None:
+        """Remove tokens this process made, each only while it is still ours."""
+        for token in tokens:
+            _unlink_if(token.path, token.job_id, token.attempt)
 
     def release_attempt(self, job_id: str, attempt: int, body: dict[str, Any] | None = None) -> int:
         """Remove the tokens that name attempt `attempt` of `job_id` (a mover that did not take
@@ -222,7 +237,7 @@ class Limits:
         released = 0
         for holder in self.holders(self._pools_for(body)):
             if holder.job_id == job_id and holder.attempt == attempt:
-                released += _unlink_if(holder.path, holder.inode, job_id, attempt)
+                released += _unlink_if(holder.path, job_id, attempt)
         return released
 
     def _pools_for(self, body: dict[str, Any] | None) -> list[Path]:
@@ -247,19 +262,23 @@ class Limits:
         server_now: float | None = None
         for pool in all_pools(self.store):
             found = False
-            for holder in holders([pool]):
-                found = True
-                where = holder.processing_path(self.store)
-                if where is None or os.path.lexists(where):
-                    continue  # running (or not a token spool can read: fsck reports it)
-                if server_now is None:
-                    server_now = server_clock()
+            try:
+                for holder in holders([pool]):
+                    found = True
+                    where = holder.processing_path(self.store)
+                    if where is None or os.path.lexists(where):
+                        continue  # running (or not a token spool can read: fsck reports it)
                     if server_now is None:
-                        return removed  # no probe, no verdict: never judged by our own clock
-                if server_now - holder.mtime <= lease:
-                    continue  # a claim between its token and its rename, maybe
-                if _unlink_if(holder.path, holder.inode, holder.job_id, holder.attempt):
-                    removed.append(holder.path)
+                        server_now = server_clock()
+                        if server_now is None:
+                            return removed  # no probe, no verdict: never by our own clock
+                    if server_now - holder.mtime <= lease or os.path.lexists(where):
+                        continue  # a claim between its token and its rename (or just past)
+                    if _unlink_if(holder.path, holder.job_id, holder.attempt):
+                        removed.append(holder.path)
+            except OSError as exc:  # one unreadable pool (EACCES, EIO) must not stop the rest
+                log.error("limit pool %s cannot be swept: %s", pool, exc)
+                continue
             if not found and pool.name != UNPARTITIONED:
                 _remove_empty(pool)  # one per key ever seen would pile up otherwise
         return removed
@@ -296,8 +315,8 @@ def holders(pools: Iterable[Path]) -> Iterator[Holder]:
 
 
 def read_token(path: Path) -> Holder | None:
-    """The attempt a token names; its job fields None when it does not parse as one, and None
-    for what is no regular file (never followed, never removed by spool)."""
+    """The attempt a token names; its job fields None when it does not parse as one (or cannot
+    be read), and None for what is no regular file (never followed, never removed by spool)."""
     try:
         data, info = read_with_stat(path, TOKEN_BYTES)
     except FileNotFoundError:
@@ -305,7 +324,9 @@ def read_token(path: Path) -> Holder | None:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EINVAL):
             return None
-        raise
+        # too large, unreadable (EACCES, EIO): a held token no attempt can be told of; one
+        # such file must not stop the sweep, status or a release from reading the others
+        data, info = b"", os.lstat(path)
     try:
         token = json.loads(data)
     except (ValueError, RecursionError):
@@ -322,23 +343,28 @@ def read_token(path: Path) -> Holder | None:
                   if isinstance(labels, list) else ())
 
 
-def _unlink_if(path: Path, inode: int, job_id: str | None, attempt: int | None) -> int:
+def _unlink_if(path: Path, job_id: str | None, attempt: int | None) -> int:
     """Unlink `path` if it is still the token of attempt `attempt` of `job_id` (1), else
-    leave it (0): a token another claimer made since under the same name stays. The inode
-    decides at once; where it differs although the token is ours (a FUSE client numbers the
-    nodes of each name apart), the token's content decides."""
+    leave it (0): a token another claimer made since under the same name stays. The token's
+    content decides, not its inode: a freed inode number is reused, and a FUSE client numbers
+    the nodes of each name apart."""
     try:
-        info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode):
+        if not _is_ours(path, job_id, attempt):
             return 0
-        if info.st_ino != inode:
-            holder = read_token(path)
-            if holder is None or (holder.job_id, holder.attempt) != (job_id, attempt):
-                return 0
         os.unlink(path)
     except FileNotFoundError:
         return 0
     return 1
+
+
+def _is_ours(path: Path, job_id: str | None, attempt: int | None) -> bool:
+    """Whether `path` is still the token of attempt `attempt` of `job_id` (see `_unlink_if`);
+    FileNotFoundError when it is gone."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        return False
+    # never the inode alone: a freed token's number is reused at once by the next one made
+    holder = read_token(path)
+    return holder is not None and (holder.job_id, holder.attempt) == (job_id, attempt)
 
 
 def _remove_empty(pool: Path) -> None:

@@ -68,7 +68,10 @@ def reopen_parked(store: Store, view: PendingView) -> None:
         if limit is None:
             room = None
         else:
-            room = limit.max - len(token_indexes(list_names(pool_dir(store, pool))))
+            try:
+                room = limit.max - len(token_indexes(list_names(pool_dir(store, pool))))
+            except OSError:  # unreadable (EACCES, EIO): its jobs wait, logged by their claim
+                continue
             if room <= 0:
                 continue
         for name in view.parked.take(pool, room):

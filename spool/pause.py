@@ -9,6 +9,7 @@ are not a marker spool makes (a planted name, an editor's file) are ignored, not
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from spool.catalog import Catalog
 from spool.config import Config
 from spool.errors import InvalidInput
-from spool.files import discard, fsync_dir, list_names, make_dir, touch_marker
+from spool.files import fsync_dir, make_dir, touch_marker
 from spool.layout import validate_host
 from spool.store import Store
 
@@ -63,8 +64,22 @@ def is_marker(name: str) -> bool:
 
 
 def read_pauses(catalog: Catalog) -> Pauses:
-    """One listing of `paused/` (nothing is paused when it is missing)."""
-    return Pauses(frozenset(n for n in list_names(catalog.layout.paused) if is_marker(n)))
+    """One listing of `paused/` (nothing is paused when it is missing, or is a link: never
+    followed)."""
+    try:
+        fd = _open_paused(catalog.layout.paused)
+    except (FileNotFoundError, NotADirectoryError):
+        return Pauses()
+    try:
+        return Pauses(frozenset(n for n in os.listdir(fd) if is_marker(n)))
+    finally:
+        os.close(fd)
+
+
+def _open_paused(directory: Path) -> int:
+    """A descriptor of `paused/`; NotADirectoryError for a link planted there (never followed,
+    so `resume` never unlinks outside the spool)."""
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def markers_for(config: Config, jobs: tuple[str, ...] = (), hosts: tuple[str, ...] = (),
@@ -114,14 +129,32 @@ def resume(store: Store, markers: list[str], now: datetime) -> dict[str, bool]:
     """Remove each marker; marker -> True when this call resumed it, False when it was not
     paused."""
     directory = store.layout.paused
+    try:
+        fd = _open_paused(directory)
+    except FileNotFoundError:
+        return dict.fromkeys(markers, False)
+    except NotADirectoryError:
+        raise OSError(errno.ENOTDIR, "exists and is not a directory (a link is never "
+                      "followed)", str(directory)) from None
     changed = {}
-    for marker in markers:
-        changed[marker] = discard(directory / marker)  # unlink never follows a link
-        if changed[marker]:
-            _record(store, now, "resume", marker)
+    try:
+        for marker in markers:
+            changed[marker] = _unlink_in(fd, marker)  # unlink never follows a link
+            if changed[marker]:
+                _record(store, now, "resume", marker)
+    finally:
+        os.close(fd)
     if any(changed.values()):
         _sync(store, directory)
     return changed
+
+
+def _unlink_in(fd: int, name: str) -> bool:
+    try:
+        os.unlink(name, dir_fd=fd)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _record(store: Store, now: datetime, event: str, marker: str) -> None:

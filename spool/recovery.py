@@ -17,13 +17,12 @@ set-aside copies are job bodies and are never deleted as scratch.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
 import os
 import random
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from spool.allow import carry_owner
 from spool.errors import InvalidInput

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
 from datetime import datetime
+from typing import Any
 
 from spool.config import Schedule
 from spool.errors import InvalidInput

@@ -15,14 +15,13 @@ whatever a crash leaves half done, from these names alone.
 
 from __future__ import annotations
 
-from typing import Any
-
 import errno
 import logging
 import os
 import secrets
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from spool.catalog import Catalog
 from spool.config import Config

@@ -38,8 +38,8 @@ def test_init_creates_layout_and_second_init_changes_nothing(tmp_path):
     first = runner.invoke(main, ["--spool", str(target), "init"])
     assert first.exit_code == 0
     for sub in ("tmp", "pending", "processing", "done", "dead", "hosts", "logs", "cancel",
-                "unique", "cron", "events"):
-        assert (target / sub).is_dir()
+                "unique", "cron", "events", "held", "paused", "limits"):
+        assert (target / sub).is_dir(), sub
     (target / "spool.toml").write_text("# mine\n")
     second = runner.invoke(main, ["--spool", str(target), "init"])
     assert second.exit_code == 0 and "already exists" in second.output

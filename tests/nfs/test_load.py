@@ -4,6 +4,7 @@ both mounts runs every job exactly once; two cron daemons enqueue every fire exa
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -14,7 +15,6 @@ from datetime import datetime, timedelta
 import pytest
 
 from conftest import cli_env
-import itertools
 
 pytestmark = pytest.mark.nfs
 

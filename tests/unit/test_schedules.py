@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 from spool.config import Schedule
 from spool.schedules import due_fires, fires_between, next_fire
 from spool.timeutil import UTC
-import itertools
 
 
 def at(*parts: int) -> datetime:
