@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from crashkit import Crash, crash_on_rename
 from conftest import make_spool
 from spool import Spool, fsck_tmp, recovery
 from spool.catalog import read_limit
@@ -366,27 +367,12 @@ def test_staged_outcome_of_an_attempt_still_in_processing_is_no_problem(sp):
     assert report.problems == [] and "waits for the recovery" in report.info[0][1]
 
 
-class Crash(Exception):
-    """Stands for the process dying at this point."""
-
-
 def claimed(sp: Spool, job_id: str) -> Path:
     sp.submit("noop", id=job_id)
     name = next(n for n in sp.store.pending_names() if job_id in n)
     host_dir = sp.store.layout.host_processing("h1")
     host_dir.mkdir(exist_ok=True)
     return sp.store.claim(name, job_id, 1, host_dir, NOW)
-
-
-def crash_at_rename(monkeypatch, n: int) -> None:
-    real, calls = os.rename, {"n": 0}
-
-    def rename(src, dst, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Crash(f"crash at rename {n}: {src} -> {dst}")
-        return real(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "rename", rename)
 
 
 def after_the_crash(monkeypatch) -> None:
@@ -398,7 +384,7 @@ def after_the_crash(monkeypatch) -> None:
 
 def test_finish_cut_between_commit_and_fill_is_filled(sp, monkeypatch):
     path = claimed(sp, "J1")
-    crash_at_rename(monkeypatch, 2)  # 1: processing -> done/ (the commit), 2: the fill
+    crash_on_rename(monkeypatch, 2)  # 1: processing -> done/ (the commit), 2: the fill
     with pytest.raises(Crash):
         recovery.settle(sp.store, path, sp.store.read(path), 1, "completed", NOW)
     after_the_crash(monkeypatch)
@@ -409,7 +395,7 @@ def test_finish_cut_between_commit_and_fill_is_filled(sp, monkeypatch):
 
 def test_requeue_cut_after_its_hold_is_finished_by_recovery(sp, monkeypatch):
     path = claimed(sp, "J1")
-    crash_at_rename(monkeypatch, 2)  # 1: processing -> tmp/ hold, 2: staged body -> pending/
+    crash_on_rename(monkeypatch, 2)  # 1: processing -> tmp/ hold, 2: staged body -> pending/
     with pytest.raises(Crash):
         recovery.settle(sp.store, path, sp.store.read(path), 1, "failed", NOW)
     after_the_crash(monkeypatch)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from crashkit import Crash, crash_on_rename
 from conftest import make_spool, state_files
 from spool import Spool, recovery
 from spool.drops import adopt_drop, adopt_drops
@@ -17,23 +18,6 @@ from spool.recovery import recover_holds
 from spool.timeutil import UTC
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
-
-
-class Crash(BaseException):
-    """Stands for the process dying (SIGKILL) at this point."""
-
-
-def crash_on_rename(monkeypatch, n: int) -> None:
-    real = os.rename
-    calls = {"n": 0}
-
-    def rename(src, dst, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Crash(f"crash at rename {n}: {src} -> {dst}")
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from crashkit import Crash, crash_on_rename
 from conftest import make_spool, state_files
 from spool import Spool
 from spool import recovery
@@ -20,24 +21,6 @@ from spool.recovery import recover_holds, recover_orphan, settle
 from spool.timeutil import UTC
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
-
-
-class Crash(Exception):
-    """Stands for the process dying at this point."""
-
-
-def crash_on_rename(monkeypatch, n: int) -> None:
-    """Make the n-th rename from now on raise Crash (the ones before it happen)."""
-    real = os.rename
-    calls = {"n": 0}
-
-    def rename(src, dst, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Crash(f"crash at rename {n}: {src} -> {dst}")
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
 
 
 @pytest.fixture
