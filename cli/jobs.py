@@ -27,6 +27,7 @@ from spool.errors import Conflict, InvalidInput, JobNotFound, SpoolError
 from spool.job import Job
 from spool.jsonvalues import load_json, printable
 from spool.layout import STATES
+from spool.pause import read_pauses
 
 WAIT_EXIT = {"completed": 0, "cancelled": 5}
 
@@ -159,8 +160,8 @@ def ls(sp: Spool, state: str, job_type: str | None, outcome: str | None, host: s
         for ln in chosen:
             click.echo(ln.job.id)
     elif chosen:
-        colour = use_colour()
-        click.echo(table([ln.row(sp, now) for ln in chosen], HEADER,
+        colour, pauses = use_colour(), read_pauses(sp.store)
+        click.echo(table([ln.row(sp, now, pauses) for ln in chosen], HEADER,
                          lambda col, value, padded: coloured(
                              padded, STATE_COLOURS.get(value) if col == 1 else None, colour)))
     else:

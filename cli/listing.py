@@ -14,7 +14,7 @@ from spool.api import Spool
 from spool.dependencies import KINDS, judge, terminal_fate
 from spool.job import Job
 from spool.jsonvalues import printable
-from spool.pause import read_pauses
+from spool.pause import Pauses
 from spool.limitgates import full_pool
 from spool.timeutil import parse_time
 
@@ -44,14 +44,14 @@ class Line:
     attempt: int
     since: datetime | None  # what AGE counts from: submitted, started or finished
 
-    def row(self, sp: Spool, now: datetime) -> list[str]:
+    def row(self, sp: Spool, now: datetime, pauses: Pauses) -> list[str]:
         job = self.job
         if job.extra.get("unreadable"):
             return [job.id, job.state, "?", "-", "-", "-", "unreadable", "-"]
         age = None if self.since is None else (now - self.since).total_seconds()
         return [job.id, job.state, printable(job.job), f"{self.attempt}/{job.max_attempts}",
                 printable(self.host) if job.state == "processing" and self.host else "-",
-                ago(age), printable(job.outcome or "-"), clip(info(sp, job, now))]
+                ago(age), printable(job.outcome or "-"), clip(info(sp, job, now, pauses))]
 
 
 def clip(text: str, width: int = INFO_WIDTH) -> str:
@@ -59,8 +59,9 @@ def clip(text: str, width: int = INFO_WIDTH) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def info(sp: Spool, job: Job, now: datetime) -> str:
-    """Why a pending job is not running, or the error of a finished one."""
+def info(sp: Spool, job: Job, now: datetime, pauses: Pauses) -> str:
+    """Why a pending job is not running, or the error of a finished one (`pauses`: read once
+    per listing)."""
     if job.state == "held":
         return "held"
     if job.state == "pending":
@@ -76,7 +77,7 @@ def info(sp: Spool, job: Job, now: datetime) -> str:
                     return f"blocked: {kind} {dep} is missing"
                 if not verdict or verdict.verdict != "met":
                     return f"{kind} {dep}"
-        if read_pauses(sp.store).job(job.job):
+        if pauses.job(job.job):
             return "paused"
         pool = full_pool(sp.store, {"job": job.job, "args": job.args,
                                     "limits": job.extra.get("limits")})
