@@ -272,4 +272,7 @@ def _valid(walk: object) -> TypeGuard[dict[str, Any]]:
     return isinstance(walk, dict) and isinstance(walk.get("queue"), list) and \
         all(isinstance(n, str) for n in walk["queue"]) and \
         isinstance(walk.get("rest_until"), (int, float)) and \
-        (walk.get("after") is None or isinstance(walk.get("after"), str))
+        (walk.get("after") is None or isinstance(walk.get("after"), str)) and \
+        all(isinstance(walk.get(key, 0.0), (int, float))
+            for key in ("full_at", "shortest")) and \
+        (walk.get("due_from") is None or isinstance(walk.get("due_from"), (int, float)))

@@ -150,3 +150,17 @@ def test_a_pass_on_many_finished_jobs_visits_no_more_than_its_budget(tmp_path, m
     passes(reaper, clock, 10)
     assert len(set(visited)) == 3 * sweep.BUDGET  # the first (full) walk saw each file once
     assert len(visited) == len(set(visited))
+
+
+def test_a_damaged_sweeps_record_starts_the_walks_again(tmp_path):
+    sp = Spool(make_spool(tmp_path / "spool"), host="a")
+    job_id = finished(sp, "done", 40)
+    (sp.path / "hosts" / "r.reaper.json").write_text(json.dumps({"boot": "x", "sweeps": {
+        "done": {"after": None, "queue": [], "rest_until": 0, "full_at": "soon"},
+        "dead": {"queue": [1]}, "unique": "junk"}}))
+    reaper = Reaper(Spool(sp.path, host="r"), clock=Clock())
+    obs = json.loads((sp.path / "hosts" / "r.reaper.json").read_text())
+    obs["boot"] = reaper.boot
+    (sp.path / "hosts" / "r.reaper.json").write_text(json.dumps(obs))
+    reaper.step(datetime.now(UTC))
+    assert job_id not in state_files(sp.path)["done"]
