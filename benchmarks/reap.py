@@ -5,7 +5,8 @@ more).
 Each spool is built once (untimed): finished jobs written straight into `done/` (90 %) and
 `dead/` (10 %) under generated ids, with a fresh mtime (nothing is past retention, so a pass
 changes nothing and every round sees the same spool), and jobs holding the unique keys
-submitted through the API with a DUE tomorrow (their markers are live). A round, for each spool
+submitted through the API with a DUE tomorrow (their markers are live, and aged an hour: past
+the grace of a submit in flight, so the reaper must find their jobs in `pending/`). A round, for each spool
 in turn: a **cold pass** (the reaper has no observations: its first pass ever, or after a
 reboot), then `--passes` more passes on a clock that advances `--every` seconds per pass (a
 `reap --once` timer): their median and their maximum. Ratios are big over small, round by round
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -55,6 +57,9 @@ def build(root: Path, finished: int, keys: int) -> Path:
     for i in range(0, keys, 1000):
         sp.submit_many([{"job": "true", "at": at, "unique": f"key-{j}"}
                         for j in range(i, min(keys, i + 1000))])
+    aged = time.time() - 3600  # the keys were taken an hour ago, as a backlog's are
+    for name in os.listdir(root / "unique"):
+        os.utime(root / "unique" / name, (aged, aged))
     return root
 
 

@@ -33,6 +33,7 @@ from spool.config import Config
 from spool.errors import InvalidInput, SpoolError
 from spool.files import discard, list_names, read_state
 from spool.layout import parse_processing_name
+from spool.markers import STALE_MARKER_AGE
 from spool.timeutil import DUE_LENGTH
 from spool.store import Store
 
@@ -79,7 +80,8 @@ class Holders:
         self._finished = [(state, str(store.layout.state_dir(state)))
                           for state in ("done", "dead", "held")]
 
-    def find(self, job_id: str) -> Located | None:
+    def find(self, job_id: str, pending: bool = True) -> Located | None:
+        """Where the job stands; without `pending`, None also when it is pending (or gone)."""
         layout = self.store.layout
         for state, directory in self._finished:
             if os.path.lexists(path := f"{directory}/{job_id}.json"):
@@ -89,6 +91,8 @@ class Holders:
                                 if (parsed := parse_processing_name(path.name))}
         if job_id in self._processing:
             return Located("processing", layout.processing)
+        if not pending:
+            return None
         if self._pending is None:  # `P-DUE-ID.json`; a drop that looks canonical only keeps
             # a marker a little longer
             self._pending = {name[DUE_LENGTH + 3:-5] for name in list_names(layout.pending)}
@@ -225,8 +229,16 @@ class Sweeps:
             return
         if "key" not in marker:
             return
-        holder = marker.get("id")
-        where = holders.find(holder) if isinstance(holder, str) and holder else None
+        found = marker.get("id")
+        holder = found if isinstance(found, str) and found else None
+        where = holders.find(holder, pending=False) if holder else None
+        if where is None:
+            try:
+                if now.timestamp() - os.lstat(path).st_mtime <= STALE_MARKER_AGE:
+                    return  # its submit may be in flight: not stale wherever its job is
+            except OSError:
+                return
+            where = holders.find(holder) if holder else None
         if where is not None and where.state not in ("done", "dead"):
             return
         if self.store.markers.is_stale("key", path, holder, now):

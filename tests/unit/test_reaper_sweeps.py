@@ -164,3 +164,18 @@ def test_a_damaged_sweeps_record_starts_the_walks_again(tmp_path):
     (sp.path / "hosts" / "r.reaper.json").write_text(json.dumps(obs))
     reaper.step(datetime.now(UTC))
     assert job_id not in state_files(sp.path)["done"]
+
+
+def test_a_key_whose_job_is_gone_is_released_only_past_the_grace_of_a_submit(tmp_path):
+    sp = Spool(make_spool(tmp_path / "spool"), host="a")
+    marker = sp.store.markers.marker_path("key", "orphan")
+    marker.write_text(json.dumps({"id": "never-renamed", "key": "orphan", "token": None}))
+    clock = Clock()
+    reaper = Reaper(Spool(sp.path, host="r"), clock=clock)
+    reaper.step(datetime.now(UTC))
+    assert marker.exists()  # its submit may still be between link and rename
+    aged = time.time() - 600
+    os.utime(marker, (aged, aged))
+    clock.now += sweep.MARKERS_EVERY
+    reaper.step(datetime.now(UTC))
+    assert not marker.exists()
