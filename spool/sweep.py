@@ -126,7 +126,12 @@ class Sweeps:
                 continue
             while budget > 0:
                 if not walk["queue"]:
-                    listed = self._list(name, walk, now)
+                    try:
+                        listed = self._list(name, walk, now)
+                    except OSError as exc:  # the other walks go on; this one tries later
+                        log.error("reaper %s: %s", name, exc)
+                        walk["rest_until"] = self.clock() + RETENTION_EVERY
+                        break
                     budget -= 1 + listed // LISTED
                     if not walk["queue"]:
                         break  # the walk is over and rests

@@ -179,3 +179,18 @@ def test_a_key_whose_job_is_gone_is_released_only_past_the_grace_of_a_submit(tmp
     clock.now += sweep.MARKERS_EVERY
     reaper.step(datetime.now(UTC))
     assert not marker.exists()
+
+
+def test_a_directory_that_cannot_be_listed_stops_only_its_own_walk(tmp_path, monkeypatch):
+    sp = Spool(make_spool(tmp_path / "spool"), host="a")
+    job_id = finished(sp, "done", 40)
+    real = sweep.list_names
+
+    def refusing(directory):
+        if str(directory).endswith("unique"):
+            raise PermissionError(13, "Permission denied", str(directory))
+        return real(directory)
+
+    monkeypatch.setattr(sweep, "list_names", refusing)
+    Reaper(Spool(sp.path, host="r"), clock=Clock()).step(datetime.now(UTC))
+    assert job_id not in state_files(sp.path)["done"]
