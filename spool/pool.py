@@ -150,6 +150,7 @@ class HandlerPool:
         self.busy.pop(child.sock.fileno(), None)
         if clean and child.code is not None and not child.leaves and not child.eof:
             child.code = None
+            child.reply.clear()
             self.idle.append(child)
         else:
             self._stop(child)
