@@ -133,10 +133,11 @@ def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
     return argv
 
 
-def attempt_env(spool_dir: Path, body: dict[str, Any], attempt: int, result_path: Path,
-                jtype: JobType) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(jtype.env)
+def attempt_vars(spool_dir: Path, body: dict[str, Any], attempt: int, result_path: Path,
+                 jtype: JobType) -> dict[str, str]:
+    """What an attempt's environment adds to the worker's: the job type's `env`, then
+    spool's own variables."""
+    env = dict(jtype.env)
     env.update(SPOOL_DIR=str(spool_dir), SPOOL_JOB_ID=body["id"], SPOOL_JOB=body["job"],
                SPOOL_ATTEMPT=str(attempt), SPOOL_ARGS=json.dumps(body.get("args")),
                SPOOL_RESULT=str(result_path))
@@ -170,21 +171,22 @@ def start_attempt(spool_dir: Path, result_path: Path, body: dict[str, Any], jtyp
                   max_result: int, pool: HandlerPool | None = None) -> Attempt:
     """Start attempt `number` of the job in `body`; its output goes to `out_fd`. A handler
     runs in a child of `pool` unless its job type says `isolation = "fork"`."""
-    env = attempt_env(spool_dir, body, number, result_path, jtype)
+    added = attempt_vars(spool_dir, body, number, result_path, jtype)
     attempt = Attempt(body["id"], number, 0, result_path, time.monotonic(), now)
     if jtype.command:
         argv = expand_argv(jtype.command, body.get("args"))
-        attempt.popen = start_command(argv, env, out_fd, body.get("args"))
+        attempt.popen = start_command(argv, {**os.environ, **added}, out_fd, body.get("args"))
         attempt.pid = attempt.popen.pid
     elif pool is not None and jtype.isolation == "pool":
         assert jtype.handler is not None
         handler(jtype)  # imported in the worker: a failure is StartError, as when forked
-        attempt.pooled = lease = pool.run(jtype.handler, body.get("args"), env, out_fd,
+        # a child has the worker's environment from its fork: only what the attempt adds
+        attempt.pooled = lease = pool.run(jtype.handler, body.get("args"), added, out_fd,
                                           result_path, max_result)
         attempt.pid = lease.pid
     else:
-        attempt.pid = start_handler(handler(jtype), body.get("args"), env, out_fd, result_path,
-                                    max_result)
+        attempt.pid = start_handler(handler(jtype), body.get("args"), {**os.environ, **added},
+                                    out_fd, result_path, max_result)
     return attempt
 
 

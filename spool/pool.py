@@ -19,8 +19,8 @@ What differs: module state a handler changes is seen by later attempts in the sa
 every pooled job runner; `isolation = "fork"` gives each attempt a fresh fork instead.
 
 Messages on a socketpair: to the child, a 4-byte length and JSON `{handler, args, env, result,
-max_result, max_jobs, max_rss}` with the output pipe attached; back, one JSON line `{code,
-leave}`.
+max_result, max_jobs, max_rss}` (`env`: what the attempt adds to the worker's environment) with
+the output pipe attached; back, one JSON line `{code, leave}`.
 """
 
 from __future__ import annotations
@@ -284,6 +284,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
     umask = os.umask(0o022)
     os.umask(umask)
     me, attempts = os.getpid(), 0
+    environ = dict(os.environ)  # the worker's, which each attempt's additions start from
     while True:
         request = _next_request(sock)
         if request is None:
@@ -291,6 +292,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
         message, out_fd = request
         attempts += 1
         os.dup2(null, 0)
+        _set_environ({**environ, **message["env"]})
         code, clean = _attempt(message, out_fd, handlers)
         if os.getpid() != me:  # a handler forked and its child returned here
             os._exit(code)
@@ -329,8 +331,6 @@ def _attempt(message: dict[str, Any], out_fd: int,
     os.dup2(out_fd, 2)
     os.close(out_fd)
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # whatever the last one set
-    os.environ.clear()
-    os.environ.update(message["env"])
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     spec = message["handler"]
@@ -352,6 +352,15 @@ def _attempt(message: dict[str, Any], out_fd: int,
             except (OSError, ValueError):
                 clean = False
     return code, clean
+
+
+def _set_environ(wanted: dict[str, str]) -> None:
+    """os.environ as `wanted`, whatever the last attempt did to it."""
+    for key in [key for key in os.environ if key not in wanted]:
+        del os.environ[key]
+    for key, value in wanted.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _left_behind() -> bool:

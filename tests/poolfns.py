@@ -17,7 +17,9 @@ def whoami() -> dict:
     COUNT += 1
     print(f"attempt of {os.environ['SPOOL_JOB_ID']} in {os.getpid()}")
     return {"pid": os.getpid(), "job": os.environ["SPOOL_JOB_ID"], "count": COUNT,
-            "cwd": os.getcwd(), "stdin": os.readlink("/proc/self/fd/0")}
+            "cwd": os.getcwd(), "stdin": os.readlink("/proc/self/fd/0"),
+            "umask": os.umask(0o022), "left_over": os.environ.get("LEFT_OVER"),
+            "spool_job": os.environ.get("SPOOL_JOB")}
 
 
 def descriptors() -> dict:
@@ -69,6 +71,8 @@ def leave_thread() -> dict:
 def chdir_away() -> dict:
     os.chdir("/")
     os.umask(0o077)
+    os.environ["LEFT_OVER"] = "yes"
+    del os.environ["SPOOL_JOB"]
     return {"pid": os.getpid()}
 
 

@@ -197,14 +197,17 @@ def test_an_attempt_that_leaves_something_behind_retires_its_child(tmp_path, job
         assert not alive(int(marker.read_text()))
 
 
-def test_an_attempt_cannot_change_the_next_ones_directory_or_umask(tmp_path):
+def test_an_attempt_cannot_change_the_next_ones_directory_umask_or_environment(tmp_path):
     spool = pool_spool(tmp_path)
+    first = submit(spool, "whoami")
     away = submit(spool, "chdir_away")
     after = submit(spool, "whoami")
     drain(spool)
     child = pids(spool, [away])[0]
-    result = outcome(spool, after)["result"]
-    assert result["pid"] == child and result["cwd"] == os.getcwd()
+    before, result = outcome(spool, first)["result"], outcome(spool, after)["result"]
+    assert result["pid"] == child and result["cwd"] == before["cwd"]
+    assert result["umask"] == before["umask"] and result["left_over"] is None
+    assert result["spool_job"] == "whoami"
 
 
 def test_a_child_holds_none_of_its_workers_descriptors(tmp_path):
