@@ -29,7 +29,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from collections.abc import Callable
 
 from spool.config import JobType
@@ -37,6 +37,9 @@ from spool.errors import Cancel, InvalidInput, SpoolError
 from spool.execpath import find_program, forget
 from spool.files import discard, read_bounded
 from spool.templates import expand_item, placeholders
+
+if TYPE_CHECKING:
+    from spool.pool import HandlerPool
 
 __all__ = ["expand_argv", "placeholders"]  # placeholders: argv templates live with the job
 
@@ -48,6 +51,14 @@ _RESULT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 
 class StartError(SpoolError):
     """An attempt could not be started (a handler that does not import): retried."""
+
+
+class Pooled(Protocol):
+    """An attempt that a pool child runs (`spool.pool`)."""
+
+    def poll(self) -> int | None: ...
+
+    def release(self, clean: bool) -> None: ...
 
 
 @dataclass
@@ -65,10 +76,15 @@ class Attempt:
     stop_reason: str | None = None  # "timeout", "cancelled", "interrupted", "taken"
     killed_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    pooled: Pooled | None = None
 
     def poll(self) -> int | None:
-        """The exit code once the process ended (a signal death is 128 + signal)."""
+        """The exit code once the process ended (a signal death is 128 + signal), or, in a
+        pool child, once the child reported the attempt's."""
         if self.exit_code is not None:
+            return self.exit_code
+        if self.pooled is not None:
+            self.exit_code = self.pooled.poll()
             return self.exit_code
         if self.popen is not None:
             code = self.popen.poll()
@@ -88,6 +104,14 @@ class Attempt:
             os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def finish(self) -> None:
+        """The attempt is over: what is left of its group goes (a pool child that is fit for
+        more returns to its pool instead)."""
+        if self.pooled is not None:
+            self.pooled.release(self.stop_reason is None)
+        else:
+            self.signal_group(signal.SIGKILL)
 
 
 def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
@@ -109,10 +133,11 @@ def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
     return argv
 
 
-def attempt_env(spool_dir: Path, body: dict[str, Any], attempt: int, result_path: Path,
-                jtype: JobType) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(jtype.env)
+def attempt_vars(spool_dir: Path, body: dict[str, Any], attempt: int, result_path: Path,
+                 jtype: JobType) -> dict[str, str]:
+    """What an attempt's environment adds to the worker's: the job type's `env`, then
+    spool's own variables."""
+    env = dict(jtype.env)
     env.update(SPOOL_DIR=str(spool_dir), SPOOL_JOB_ID=body["id"], SPOOL_JOB=body["job"],
                SPOOL_ATTEMPT=str(attempt), SPOOL_ARGS=json.dumps(body.get("args")),
                SPOOL_RESULT=str(result_path))
@@ -143,17 +168,25 @@ def start_command(argv: list[str], env: dict[str, str], out_fd: int,
 def start_attempt(spool_dir: Path, result_path: Path, body: dict[str, Any], jtype: JobType,
                   number: int,
                   out_fd: int, now: datetime, handler: Callable[[JobType], Callable[..., Any]],
-                  max_result: int) -> Attempt:
-    """Start attempt `number` of the job in `body`; its output goes to `out_fd`."""
-    env = attempt_env(spool_dir, body, number, result_path, jtype)
+                  max_result: int, pool: HandlerPool | None = None) -> Attempt:
+    """Start attempt `number` of the job in `body`; its output goes to `out_fd`. A handler
+    runs in a child of `pool` unless its job type says `isolation = "fork"`."""
+    added = attempt_vars(spool_dir, body, number, result_path, jtype)
     attempt = Attempt(body["id"], number, 0, result_path, time.monotonic(), now)
     if jtype.command:
         argv = expand_argv(jtype.command, body.get("args"))
-        attempt.popen = start_command(argv, env, out_fd, body.get("args"))
+        attempt.popen = start_command(argv, {**os.environ, **added}, out_fd, body.get("args"))
         attempt.pid = attempt.popen.pid
+    elif pool is not None and jtype.isolation == "pool":
+        assert jtype.handler is not None
+        handler(jtype)  # imported in the worker: a failure is StartError, as when forked
+        # a child has the worker's environment from its fork: only what the attempt adds
+        attempt.pooled = lease = pool.run(jtype.handler, body.get("args"), added, out_fd,
+                                          result_path, max_result)
+        attempt.pid = lease.pid
     else:
-        attempt.pid = start_handler(handler(jtype), body.get("args"), env, out_fd, result_path,
-                                    max_result)
+        attempt.pid = start_handler(handler(jtype), body.get("args"), {**os.environ, **added},
+                                    out_fd, result_path, max_result)
     return attempt
 
 
@@ -195,7 +228,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os.setsid()
         # until the worker records this child in the ledger, nothing else could stop it if
         # the worker died: die with the worker (a command task, exec'd, is found by its env)
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != parent:
             os._exit(code)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -211,7 +244,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.environ.clear()
         os.environ.update(env)
-        code = _call(function, args, result_path, max_result)
+        code = call_handler(function, args, result_path, max_result)
     except BaseException:  # the child must always exit here
         traceback.print_exc()
     finally:
@@ -220,7 +253,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os._exit(code)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """prctl(PR_SET_PDEATHSIG, SIGKILL) on Linux; nothing elsewhere."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -229,7 +262,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _call(function: Callable[..., Any], args: Any, result_path: Path, max_result: int) -> int:
+def call_handler(function: Callable[..., Any], args: Any, result_path: Path,
+                 max_result: int) -> int:
     try:
         if isinstance(args, dict):
             value = function(**args)
