@@ -48,11 +48,11 @@ def test_names_with_a_slash_and_relative_path_entries_are_left_to_execvp(tmp_pat
 def run(argv: list[str], path: str) -> int:
     read, write = os.pipe()
     try:
-        popen = start_command(argv, {"PATH": path}, write, None)
+        pid, popen = start_command(argv, {"PATH": path}, write, None)
     finally:
         os.close(write)
     os.close(read)
-    return popen.wait()
+    return popen.wait() if popen else os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def test_a_program_moved_since_it_was_found_is_searched_again(tmp_path):
