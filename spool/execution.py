@@ -1,7 +1,8 @@
 """Running one attempt in its own process group, with its environment and result.
 
-`command` job types are executed directly (no shell): args as JSON on stdin and in
-`SPOOL_ARGS`, `{name}` items of argv replaced by that argument (each stays one argv item).
+`command` job types are executed directly (no shell, `posix_spawn` into a new session: the
+worker does not wait on a fork of itself): args as JSON on stdin and in `SPOOL_ARGS`, `{name}`
+items of argv replaced by that argument (each stays one argv item).
 `handler` job types are called in a child forked from the worker, which imported the handler
 module once, so an attempt pays no interpreter start; its stdin is /dev/null. Exit 0 completed,
 100 cancelled, anything else failed; a handler's return value (or a command's `$SPOOL_RESULT`
@@ -145,24 +146,99 @@ def attempt_vars(spool_dir: Path, body: dict[str, Any], attempt: int, result_pat
 
 
 def start_command(argv: list[str], env: dict[str, str], out_fd: int,
-                  args: Any) -> subprocess.Popen[bytes]:
-    """Execute argv directly in a new session; args go to stdin as JSON."""
+                  args: Any) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Execute argv directly in a new session; args go to stdin as JSON. (pid, None) when
+    posix_spawn started it; (pid, the Popen) when a PATH search was left to execvp."""
     path = env.get("PATH")
     program = find_program(argv[0], path)
+    if (program is None and "/" not in argv[0]) or not seal_descriptors():
+        return _popen_command(argv, env, out_fd, args)
     try:
-        popen = subprocess.Popen(argv, executable=program, stdin=subprocess.PIPE, stdout=out_fd,
-                                 stderr=out_fd, env=env, start_new_session=True, close_fds=True)
-    except OSError:
+        pid, stdin_write = _spawn(program or argv[0], argv, env, out_fd)
+    except FileNotFoundError:
         if program is None:
             raise
         forget(argv[0], path)  # moved or removed since it was found: search as execvp does
         return start_command(argv, env, out_fd, args)
-    payload = json.dumps(args).encode()
-    if len(payload) < 60000:  # fits the pipe buffer: no thread needed
-        _feed(popen, payload)
-    else:
-        threading.Thread(target=_feed, args=(popen, payload), daemon=True).start()
-    return popen
+    _send_args(stdin_write, args)
+    return pid, None
+
+
+def _spawn(program: str, argv: list[str], env: dict[str, str], out_fd: int) -> tuple[int, int]:
+    """(pid, the write end of its stdin): posix_spawn in a new session, stdin a pipe, stdout
+    and stderr `out_fd`; every other descriptor of the worker is close-on-exec
+    (seal_descriptors), so the task gets none of them."""
+    stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+    actions = [(os.POSIX_SPAWN_DUP2, stdin_read, 0), (os.POSIX_SPAWN_DUP2, out_fd, 1),
+               (os.POSIX_SPAWN_DUP2, out_fd, 2)]
+    try:
+        pid = os.posix_spawn(program, argv, env, file_actions=actions, setsid=True,
+                             setsigmask=(), setsigdef=_IGNORED_BY_PYTHON)
+    except BaseException:
+        os.close(stdin_write)
+        raise
+    finally:
+        os.close(stdin_read)
+    return pid, stdin_write
+
+
+def _popen_command(argv: list[str], env: dict[str, str], out_fd: int,
+                   args: Any) -> tuple[int, subprocess.Popen[bytes]]:
+    """start_command through subprocess: a PATH search left to execvp (a relative PATH entry,
+    a missing program: execvp's own error), or no posix_spawn here."""
+    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_fd, stderr=out_fd,
+                             env=env, start_new_session=True, close_fds=True)
+    assert popen.stdin is not None
+    stdin_write = os.dup(popen.stdin.fileno())
+    popen.stdin.close()
+    _send_args(stdin_write, args)
+    return popen.pid, popen
+
+
+# What Python ignores at start and a program expects at its default (subprocess's
+# restore_signals): a task writing into a closed pipe dies of SIGPIPE as it would from a shell
+_IGNORED_BY_PYTHON = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")
+                           if hasattr(signal, name))
+_sealed_modules = -1  # len(sys.modules) at the last seal_descriptors; -1: never, 0: impossible
+
+
+def seal_descriptors() -> bool:
+    """Make every descriptor of this process above 2 close-on-exec, so that a spawned task
+    inherits none of the worker's (above all not the flocked processing files: a task must not
+    keep its worker's locks alive after the worker died). Python opens everything
+    close-on-exec; what is left are descriptors inherited at the worker's own exec, and any a
+    C extension opened while a module was imported — so this runs again whenever
+    `sys.modules` grew. Also keeps 0-2 open (on /dev/null), so that no pipe of a task lands
+    there. False when this process's descriptors cannot be listed (no /proc): the caller uses
+    subprocess's close_fds instead."""
+    global _sealed_modules
+    if _sealed_modules == len(sys.modules) or _sealed_modules == 0:
+        return _sealed_modules != 0
+    if not hasattr(os, "posix_spawn"):
+        _sealed_modules = 0
+        return False
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        _sealed_modules = 0
+        return False
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed since
+    _sealed_modules = len(sys.modules)
+    return True
 
 
 def start_attempt(spool_dir: Path, result_path: Path, body: dict[str, Any], jtype: JobType,
@@ -175,8 +251,8 @@ def start_attempt(spool_dir: Path, result_path: Path, body: dict[str, Any], jtyp
     attempt = Attempt(body["id"], number, 0, result_path, time.monotonic(), now)
     if jtype.command:
         argv = expand_argv(jtype.command, body.get("args"))
-        attempt.popen = start_command(argv, {**os.environ, **added}, out_fd, body.get("args"))
-        attempt.pid = attempt.popen.pid
+        attempt.pid, attempt.popen = start_command(argv, {**os.environ, **added}, out_fd,
+                                                   body.get("args"))
     elif pool is not None and jtype.isolation == "pool":
         assert jtype.handler is not None
         handler(jtype)  # imported in the worker: a failure is StartError, as when forked
@@ -190,13 +266,24 @@ def start_attempt(spool_dir: Path, result_path: Path, body: dict[str, Any], jtyp
     return attempt
 
 
-def _feed(popen: subprocess.Popen[bytes], payload: bytes) -> None:
+def _send_args(stdin_write: int, args: Any) -> None:
+    payload = json.dumps(args).encode()
+    if len(payload) < 60000:  # fits the pipe buffer: no thread needed
+        _feed(stdin_write, payload)
+    else:
+        threading.Thread(target=_feed, args=(stdin_write, payload), daemon=True).start()
+
+
+def _feed(stdin_write: int, payload: bytes) -> None:
+    """Write the args to the task's stdin and close it (a task that exits unread: EPIPE)."""
     try:
-        assert popen.stdin is not None
-        popen.stdin.write(payload)
-        popen.stdin.close()
-    except (BrokenPipeError, OSError):
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(stdin_write, view):]
+    except OSError:
         pass
+    finally:
+        os.close(stdin_write)
 
 
 def load_handler(spec: str) -> Callable[..., Any]:
