@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import subprocess
@@ -78,3 +79,51 @@ def chdir_away() -> dict:
 
 def size(text: str) -> int:
     return len(text)
+
+
+def _raise(signum: int, _frame: object) -> None:
+    raise RuntimeError(f"signal {signum} armed by an earlier attempt")
+
+
+def disturb_signals() -> dict:
+    """Leave a signal handler, a pending timer and a blocked SIGTERM behind."""
+    signal.signal(signal.SIGUSR1, _raise)
+    signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, 300)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR2})
+    return {"pid": os.getpid()}
+
+
+def signal_state() -> dict:
+    return {"pid": os.getpid(), "usr1": str(signal.getsignal(signal.SIGUSR1)),
+            "alarm": signal.getitimer(signal.ITIMER_REAL)[0],
+            "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))}
+
+
+def close_descriptors() -> dict:
+    """Close every descriptor above stderr, as daemonizing code does."""
+    os.closerange(3, 1 << 16)
+    return {"pid": os.getpid()}
+
+
+def leave_raw_thread() -> dict:
+    """A thread threading does not know of (a C library's, or _thread's) that keeps writing."""
+    def chatter() -> None:
+        while True:
+            try:
+                os.write(1, b"chatter of a thread left behind\n")
+            except OSError:
+                pass
+            time.sleep(0.001)
+
+    _thread.start_new_thread(chatter, ())
+    return {"pid": os.getpid()}
+
+
+def nap_with_grandchild(marker: str) -> None:
+    """A subprocess in the attempt's group, its pid in `marker`; then sleep."""
+    grandchild = subprocess.Popen(["sleep", "300"])
+    with open(marker + ".tmp", "w") as out:
+        out.write(str(grandchild.pid))
+    os.rename(marker + ".tmp", marker)
+    time.sleep(300)

@@ -48,6 +48,23 @@ handler = "poolfns:leave_thread"
 
 [jobs.chdir_away]
 handler = "poolfns:chdir_away"
+
+[jobs.disturb_signals]
+handler = "poolfns:disturb_signals"
+
+[jobs.signal_state]
+handler = "poolfns:signal_state"
+
+[jobs.close_descriptors]
+handler = "poolfns:close_descriptors"
+max_attempts = 1
+
+[jobs.leave_raw_thread]
+handler = "poolfns:leave_raw_thread"
+
+[jobs.nap_with_grandchild]
+handler = "poolfns:nap_with_grandchild"
+timeout = "300s"
 """
 
 
@@ -62,9 +79,9 @@ def submit(spool: Path, job: str, args: dict | None = None) -> str:
     return result.stdout.strip()
 
 
-def drain(spool: Path) -> None:
-    result = spool_cli(spool, "worker", "--burst", "--capacity", "1", timeout=120)
-    assert result.returncode == 0, result.stderr
+def drain(spool: Path, capacity: int = 1) -> None:
+    result = spool_cli(spool, "worker", "--burst", "--capacity", str(capacity), timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
 
 
 def outcome(spool: Path, job_id: str) -> dict:
@@ -273,3 +290,16 @@ def test_a_big_argument_reaches_a_pool_child_whole(tmp_path):
     job_id = Spool(spool, host="test").submit("size", {"text": text})
     drain(spool)
     assert outcome(spool, job_id)["result"] == len(text)
+
+
+def test_a_closed_reply_socket_whose_number_comes_back_as_an_output_pipe(tmp_path):
+    """A crashed child's socket was still registered with the loop when its number came
+    back as the next attempt's output pipe: registering the pipe raised KeyError out of the
+    loop and the worker exited, returning its jobs."""
+    spool = pool_spool(tmp_path)
+    for capacity in (2, 3):
+        ids = [submit(spool, "sleep", {"seconds": 0.3}), submit(spool, "crash"),
+               submit(spool, "whoami"), submit(spool, "crash"), submit(spool, "whoami")]
+        drain(spool, capacity)
+        assert [outcome(spool, job_id)["outcome"] for job_id in ids] == \
+            ["completed", "failed", "completed", "failed", "completed"]
