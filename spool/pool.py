@@ -341,7 +341,7 @@ def _attempt(message: dict[str, Any], out_fd: int,
             function = handlers[spec] = load_handler(spec)
         code = call_handler(function, message["args"], Path(message["result"]),
                             int(message["max_result"]))
-        clean = threading.active_count() == 1
+        clean = _threads() == 1
     except BaseException:  # SystemExit, KeyboardInterrupt, StartError: exit code 1, as forked
         traceback.print_exc()
     finally:
@@ -361,6 +361,14 @@ def _set_environ(wanted: dict[str, str]) -> None:
     for key, value in wanted.items():
         if os.environ.get(key) != value:
             os.environ[key] = value
+
+
+def _threads() -> int:
+    """Threads of this process, those `threading` does not know of (a C library's) too."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 def _left_behind() -> bool:

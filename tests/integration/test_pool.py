@@ -303,3 +303,13 @@ def test_a_closed_reply_socket_whose_number_comes_back_as_an_output_pipe(tmp_pat
         drain(spool, capacity)
         assert [outcome(spool, job_id)["outcome"] for job_id in ids] == \
             ["completed", "failed", "completed", "failed", "completed"]
+
+
+def test_a_thread_threading_does_not_know_retires_the_child(tmp_path):
+    """A raw thread (a C library's) left behind kept writing into the next attempt's log."""
+    spool = pool_spool(tmp_path)
+    leaving, after = submit(spool, "leave_raw_thread"), submit(spool, "whoami")
+    drain(spool)
+    child = outcome(spool, leaving)["result"]["pid"]
+    assert outcome(spool, after)["result"]["pid"] != child
+    assert "chatter" not in (spool / "logs" / f"{after}.log").read_text()
