@@ -285,6 +285,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
     os.umask(umask)
     me, attempts = os.getpid(), 0
     environ = dict(os.environ)  # the worker's, which each attempt's additions start from
+    signals = _signal_state()
     while True:
         request = _next_request(sock)
         if request is None:
@@ -300,11 +301,38 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
         os.dup2(null, 2)  # the output pipe's last copy here: the worker sees its end
         os.fchdir(home)
         os.umask(umask)
+        clean = _restore_signals(*signals) and clean
         leave = not clean or attempts >= int(message["max_jobs"]) or _left_behind() or \
             _rss() > int(message["max_rss"])
         sock.sendall(json.dumps({"code": code, "leave": leave}).encode() + b"\n")
         if leave:
             return 0
+
+
+def _signal_state() -> tuple[dict[int, Any], set[signal.Signals]]:
+    """The child's signal handlers and mask, which every attempt starts from."""
+    handlers = {}
+    for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        try:
+            handlers[signum] = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+    return handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def _restore_signals(handlers: dict[int, Any], mask: set[signal.Signals]) -> bool:
+    """Undo what an attempt did to signals — a timer set, a handler installed, a signal
+    blocked — so that none of it fires in the next attempt; False when a signal is pending
+    (the child leaves rather than take it into the next attempt)."""
+    for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+        signal.setitimer(timer, 0)
+    for signum, handler in handlers.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
+    if signal.sigpending():
+        return False
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return True
 
 
 def _next_request(sock: socket.socket) -> tuple[dict[str, Any], int] | None:

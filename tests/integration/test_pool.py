@@ -305,6 +305,16 @@ def test_a_closed_reply_socket_whose_number_comes_back_as_an_output_pipe(tmp_pat
             ["completed", "failed", "completed", "failed", "completed"]
 
 
+def test_signal_handlers_timers_and_mask_do_not_reach_the_next_attempt(tmp_path):
+    spool = pool_spool(tmp_path)
+    first, after = submit(spool, "disturb_signals"), submit(spool, "signal_state")
+    drain(spool)
+    state = outcome(spool, after)["result"]
+    assert state["pid"] == outcome(spool, first)["result"]["pid"]  # the same warm child
+    assert state["usr1"] == str(signal.SIG_DFL) and state["alarm"] == 0, state
+    assert state["blocked"] == [], state
+
+
 def test_a_thread_threading_does_not_know_retires_the_child(tmp_path):
     """A raw thread (a C library's) left behind kept writing into the next attempt's log."""
     spool = pool_spool(tmp_path)
