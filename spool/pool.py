@@ -286,6 +286,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
     me, attempts = os.getpid(), 0
     environ = dict(os.environ)  # the worker's, which each attempt's additions start from
     signals = _signal_state()
+    own = {fd: _identity(fd) for fd in (keep, null, home)}
     while True:
         request = _next_request(sock)
         if request is None:
@@ -297,16 +298,30 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
         code, clean = _attempt(message, out_fd, handlers)
         if os.getpid() != me:  # a handler forked and its child returned here
             os._exit(code)
-        os.dup2(null, 1)
-        os.dup2(null, 2)  # the output pipe's last copy here: the worker sees its end
-        os.fchdir(home)
-        os.umask(umask)
-        clean = _restore_signals(*signals) and clean
+        try:
+            if any(_identity(fd) != identity for fd, identity in own.items()):
+                raise OSError("the attempt closed or replaced a descriptor of the pool child")
+            os.dup2(null, 1)
+            os.dup2(null, 2)  # the output pipe's last copy here: the worker sees its end
+            os.fchdir(home)
+            os.umask(umask)
+            clean = _restore_signals(*signals) and clean
+        except OSError:
+            # it cannot report nor take another attempt: its exit status is the outcome
+            os._exit(code)
         leave = not clean or attempts >= int(message["max_jobs"]) or _left_behind() or \
             _rss() > int(message["max_rss"])
         sock.sendall(json.dumps({"code": code, "leave": leave}).encode() + b"\n")
         if leave:
             return 0
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _signal_state() -> tuple[dict[int, Any], set[signal.Signals]]:

@@ -315,6 +315,17 @@ def test_signal_handlers_timers_and_mask_do_not_reach_the_next_attempt(tmp_path)
     assert state["blocked"] == [], state
 
 
+def test_a_handler_that_closes_the_pools_descriptors_still_completes(tmp_path):
+    """It closed the child's socket to the worker: the child could not report, exited 1, and
+    an attempt that succeeded was recorded as failed (and run again where attempts are left)."""
+    spool = pool_spool(tmp_path)
+    closing, after = submit(spool, "close_descriptors"), submit(spool, "whoami")
+    drain(spool)
+    job = outcome(spool, closing)
+    assert job["outcome"] == "completed" and job["result"]["pid"] > 0, job
+    assert outcome(spool, after)["outcome"] == "completed"
+
+
 def test_a_thread_threading_does_not_know_retires_the_child(tmp_path):
     """A raw thread (a C library's) left behind kept writing into the next attempt's log."""
     spool = pool_spool(tmp_path)
