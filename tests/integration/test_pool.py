@@ -334,3 +334,34 @@ def test_a_thread_threading_does_not_know_retires_the_child(tmp_path):
     child = outcome(spool, leaving)["result"]["pid"]
     assert outcome(spool, after)["result"]["pid"] != child
     assert "chatter" not in (spool / "logs" / f"{after}.log").read_text()
+
+
+def test_an_attempts_subprocess_goes_when_its_worker_was_killed(tmp_path):
+    """The pool child dies with its worker (PDEATHSIG), but a subprocess in its group lived
+    on: the next worker found the recorded task dead and stopped nothing, so the job ran again
+    beside it."""
+    spool = pool_spool(tmp_path)
+    marker = tmp_path / "grandchild.pid"
+    job_id = submit(spool, "nap_with_grandchild", {"marker": str(marker)})
+    worker = start_cli(spool, "worker", "--capacity", "1", log=tmp_path / "worker.log")
+    second, grandchild = None, 0
+    try:
+        wait_until(marker.exists, 30, "the attempt to start")
+        grandchild = int(marker.read_text())
+        ledger = spool / "hosts" / "test.json"
+        wait_until(lambda: json.loads(ledger.read_text())["running"].get(job_id, {})
+                   .get("task_pid"), 30, "the task to be recorded")
+        worker.kill()
+        worker.wait(10)
+        marker.unlink()
+        second = start_cli(spool, "worker", "--capacity", "1", log=tmp_path / "worker2.log")
+        wait_until(marker.exists, 30, "the job to run again")
+        assert not alive(grandchild)
+    finally:
+        for process in (worker, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+        for pid in (grandchild, int(marker.read_text()) if marker.exists() else 0):
+            if pid and alive(pid):
+                os.kill(pid, signal.SIGKILL)
