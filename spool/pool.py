@@ -324,9 +324,9 @@ def _identity(fd: int) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _signal_state() -> tuple[dict[int, Any], set[signal.Signals]]:
+def _signal_state() -> tuple[dict[int, Any], set[int]]:
     """The child's signal handlers and mask, which every attempt starts from."""
-    handlers = {}
+    handlers: dict[int, Any] = {}
     for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
         try:
             handlers[signum] = signal.getsignal(signum)
@@ -335,7 +335,7 @@ def _signal_state() -> tuple[dict[int, Any], set[signal.Signals]]:
     return handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
-def _restore_signals(handlers: dict[int, Any], mask: set[signal.Signals]) -> bool:
+def _restore_signals(handlers: dict[int, Any], mask: set[int]) -> bool:
     """Undo what an attempt did to signals — a timer set, a handler installed, a signal
     blocked — so that none of it fires in the next attempt; False when a signal is pending
     (the child leaves rather than take it into the next attempt)."""
