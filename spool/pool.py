@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -285,7 +286,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
     os.umask(umask)
     me, attempts = os.getpid(), 0
     environ = dict(os.environ)  # the worker's, which each attempt's additions start from
-    signals = _signal_state()
+    signals, process = _signal_state(), _process_state()
     own = {fd: _identity(fd) for fd in (keep, null, home)}
     while True:
         request = _next_request(sock)
@@ -310,7 +311,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
             # it cannot report nor take another attempt: its exit status is the outcome
             os._exit(code)
         leave = not clean or attempts >= int(message["max_jobs"]) or _left_behind() or \
-            _rss() > int(message["max_rss"])
+            _rss() > int(message["max_rss"]) or _process_state() != process
         sock.sendall(json.dumps({"code": code, "leave": leave}).encode() + b"\n")
         if leave:
             return 0
@@ -322,6 +323,15 @@ def _identity(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+def _process_state() -> tuple[Any, ...]:
+    """What an attempt may change about the process but a child cannot always undo (a lower
+    hard limit, a nicer priority, another user): a change retires the child."""
+    limits = tuple(resource.getrlimit(getattr(resource, name)) for name in dir(resource)
+                   if name.startswith("RLIMIT_"))
+    return (limits, os.getpriority(os.PRIO_PROCESS, 0), os.getresuid(), os.getresgid(),
+            os.getgroups())
 
 
 def _signal_state() -> tuple[dict[int, Any], set[int]]:

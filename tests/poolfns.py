@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -127,3 +128,11 @@ def nap_with_grandchild(marker: str) -> None:
         out.write(str(grandchild.pid))
     os.rename(marker + ".tmp", marker)
     time.sleep(300)
+
+
+def lower_limits() -> dict:
+    """Lower a resource limit and the priority, as a cautious handler might."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 64), min(hard, 64)))
+    os.nice(1)
+    return {"pid": os.getpid()}

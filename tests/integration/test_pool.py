@@ -62,6 +62,9 @@ max_attempts = 1
 [jobs.leave_raw_thread]
 handler = "poolfns:leave_raw_thread"
 
+[jobs.lower_limits]
+handler = "poolfns:lower_limits"
+
 [jobs.nap_with_grandchild]
 handler = "poolfns:nap_with_grandchild"
 timeout = "300s"
@@ -334,6 +337,15 @@ def test_a_thread_threading_does_not_know_retires_the_child(tmp_path):
     child = outcome(spool, leaving)["result"]["pid"]
     assert outcome(spool, after)["result"]["pid"] != child
     assert "chatter" not in (spool / "logs" / f"{after}.log").read_text()
+
+
+def test_an_attempt_that_lowers_a_limit_or_the_priority_retires_its_child(tmp_path):
+    """A lowered hard limit or a nicer priority cannot be undone by the child: later attempts
+    ran under them (and failed, short of descriptors, with no sign why)."""
+    spool = pool_spool(tmp_path)
+    lowering, after = submit(spool, "lower_limits"), submit(spool, "whoami")
+    drain(spool)
+    assert outcome(spool, after)["result"]["pid"] != outcome(spool, lowering)["result"]["pid"]
 
 
 def test_an_attempts_subprocess_goes_when_its_worker_was_killed(tmp_path):
