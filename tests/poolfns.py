@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import fcntl
 import os
 import resource
 import signal
@@ -136,3 +137,15 @@ def lower_limits() -> dict:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 64), min(hard, 64)))
     os.nice(1)
     return {"pid": os.getpid()}
+
+
+def overlap(lock: str, out: str) -> None:
+    """Note this run's start, and an overlap when another run of it still holds `lock`."""
+    held = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+    with open(out, "a") as notes:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notes.write("overlap\n")
+        notes.write(f"start {os.getpid()}\n")
+    time.sleep(120)

@@ -65,6 +65,10 @@ handler = "poolfns:leave_raw_thread"
 [jobs.lower_limits]
 handler = "poolfns:lower_limits"
 
+[jobs.overlap]
+handler = "poolfns:overlap"
+timeout = "300s"
+
 [jobs.nap_with_grandchild]
 handler = "poolfns:nap_with_grandchild"
 timeout = "300s"
@@ -377,3 +381,28 @@ def test_an_attempts_subprocess_goes_when_its_worker_was_killed(tmp_path):
         for pid in (grandchild, int(marker.read_text()) if marker.exists() else 0):
             if pid and alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_attempt_taken_from_a_stalled_worker_stops_before_the_job_runs_again(tmp_path):
+    spool = pool_spool(tmp_path)
+    out, lock = tmp_path / "runs.txt", tmp_path / "run.lock"
+    submit(spool, "overlap", {"lock": str(lock), "out": str(out)})
+
+    def starts() -> list[int]:
+        text = out.read_text() if out.exists() else ""
+        return [int(line.split()[1]) for line in text.splitlines() if line.startswith("start")]
+
+    worker = start_cli(spool, "worker", "--capacity", "2", log=tmp_path / "worker.log")
+    try:
+        wait_until(lambda: len(starts()) == 1, 30, "the first run")
+        worker.send_signal(signal.SIGSTOP)
+        wait_until(lambda: "reaped" in spool_cli(spool, "reap", "--once", host="b").stdout,
+                   60, "host b to reap the job")
+        worker.send_signal(signal.SIGCONT)
+        wait_until(lambda: not alive(starts()[0]), 30, "the first run to be stopped")
+        wait_until(lambda: len(starts()) == 2, 30, "the job to run again")
+        assert "overlap" not in out.read_text() and worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
