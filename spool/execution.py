@@ -248,9 +248,23 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
     except BaseException:  # the child must always exit here
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        try:
+            flush_output()  # a handler may have closed or replaced them
+        finally:
+            os._exit(code)
+
+
+def flush_output() -> bool:
+    """Flush sys.stdout and sys.stderr, whatever a handler made of them; False when one
+    could not be flushed (closed, broken, replaced by something that is not a stream)."""
+    flushed = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # a handler's object: any failure means "not flushed"
+            flushed = False
+    return flushed
 
 
 def die_with_parent() -> None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spool.execution import StartError, call_handler, die_with_parent, load_handler
+from spool.execution import StartError, call_handler, die_with_parent, flush_output, load_handler
 
 SEND_TIMEOUT = 5.0  # an idle child reads at once; one that does not is stopped and replaced
 CLOSE_WAIT = 2.0  # seconds a stopping worker gives its idle children to exit on their own
@@ -398,12 +398,7 @@ def _attempt(message: dict[str, Any], out_fd: int,
     except BaseException:  # SystemExit, KeyboardInterrupt, StartError: exit code 1, as forked
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                clean = False
+        clean = flush_output() and clean
     return code, clean
 
 

@@ -65,6 +65,10 @@ handler = "poolfns:leave_raw_thread"
 [jobs.lower_limits]
 handler = "poolfns:lower_limits"
 
+[jobs.close_stdout]
+handler = "poolfns:close_stdout"
+max_attempts = 1
+
 [jobs.overlap]
 handler = "poolfns:overlap"
 timeout = "300s"
@@ -350,6 +354,22 @@ def test_an_attempt_that_lowers_a_limit_or_the_priority_retires_its_child(tmp_pa
     lowering, after = submit(spool, "lower_limits"), submit(spool, "whoami")
     drain(spool)
     assert outcome(spool, after)["result"]["pid"] != outcome(spool, lowering)["result"]["pid"]
+
+
+@pytest.mark.parametrize("isolation", ["pool", "fork"])
+def test_a_handler_that_closes_sys_stdout_completes_and_its_process_stays_out_of_the_worker(
+        tmp_path, isolation):
+    """With a fresh fork, flushing the closed sys.stdout raised in the child's last `finally`
+    before os._exit: the child returned into the worker's code and went on as a second
+    worker, settling its own job as "cannot start" and claiming others."""
+    spool = pool_spool(tmp_path, f'isolation = "{isolation}"\n')
+    closing, after = submit(spool, "close_stdout"), submit(spool, "whoami")
+    drain(spool)
+    job = outcome(spool, closing)
+    assert job["outcome"] == "completed" and job["result"]["pid"] > 0, job
+    assert outcome(spool, after)["outcome"] == "completed"
+    assert "closing stdout" in (spool / "logs" / f"{closing}.log").read_text()
+    assert "cannot start" not in (spool / "logs" / f"{closing}.log").read_text()
 
 
 def test_an_attempts_subprocess_goes_when_its_worker_was_killed(tmp_path):
