@@ -426,3 +426,50 @@ def test_an_attempt_taken_from_a_stalled_worker_stops_before_the_job_runs_again(
         worker.send_signal(signal.SIGCONT)
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_an_ended_attempt_is_forgotten_after_a_failed_ledger_save(tmp_path, monkeypatch):
+    """The ended attempts were cleared before the ledger was saved: a failed save (a full
+    disk) left the entry on disk, and as its task — a warm pool child — lives on, pruning kept
+    it: the host's slots stayed taken by a finished job and nothing more was claimed."""
+    import errno
+    import time
+
+    from spool import Spool
+    from spool import ledger as ledger_module
+    from spool.worker import Worker
+
+    sp = Spool(pool_spool(tmp_path), host="test")
+    worker = Worker(sp, capacity=1)
+    save = ledger_module.replace_file
+    full = False
+
+    def replace_file(*args, **kwargs):
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(*args, **kwargs)
+
+    def step_until(predicate, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            worker.step(sp.clock())
+            time.sleep(0.005)
+
+    monkeypatch.setattr(ledger_module, "replace_file", replace_file)
+    worker.start(sp.clock())
+    try:
+        first = sp.submit("whoami")
+        step_until(lambda: first in worker.running, "the first job to start")
+        worker.sync_ledger()  # its task, the pool child, is recorded
+        full = True
+        step_until(lambda: (sp.store.layout.root / "done" / f"{first}.json").exists(),
+                   "the first job to finish")
+        step_until(lambda: not worker.attempts.running, "the attempt to be collected")
+        worker.step(sp.clock())  # a ledger pass that cannot be saved
+        full = False
+        second = sp.submit("whoami")
+        step_until(lambda: (sp.store.layout.root / "done" / f"{second}.json").exists(),
+                   "the second job to run")
+    finally:
+        worker.shutdown(sp.clock())
