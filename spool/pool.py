@@ -41,7 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spool.execution import StartError, call_handler, die_with_parent, flush_output, load_handler
+from spool.execution import (
+    StartError,
+    call_handler,
+    close_inherited,
+    die_with_parent,
+    flush_output,
+    load_handler,
+)
 
 SEND_TIMEOUT = 5.0  # an idle child reads at once; one that does not is stopped and replaced
 CLOSE_WAIT = 2.0  # seconds a stopping worker gives its idle children to exit on their own
@@ -276,8 +283,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
     signal.set_wakeup_fd(-1)
     keep = sock.fileno()
     # none of the worker's descriptors, above all not its flocked processing files
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    close_inherited(keep)
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     for fd in (0, 1, 2):
         os.dup2(null, fd)

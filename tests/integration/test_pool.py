@@ -473,3 +473,49 @@ def test_an_ended_attempt_is_forgotten_after_a_failed_ledger_save(tmp_path, monk
                    "the second job to run")
     finally:
         worker.shutdown(sp.clock())
+
+
+def test_a_child_holds_no_descriptor_of_its_worker_above_a_lowered_soft_limit(tmp_path):
+    """A child closed the worker's descriptors up to the soft RLIMIT_NOFILE only: once the
+    limit was lowered on a running worker (prlimit), a flocked processing file numbered above
+    it stayed open in every child forked after."""
+    import resource
+
+    spool = pool_spool(tmp_path, "max_jobs_per_child = 1\n", POOL.replace('timeout = "1s"',
+                                                                         'timeout = "300s"'))
+    markers = [tmp_path / f"nap{i}.pids" for i in range(4)]
+    short = [submit(spool, "nap", {"seconds": 1, "marker": str(marker)})
+             for marker in markers[:3]]
+    worker = start_cli(spool, "worker", "--capacity", "4", log=tmp_path / "worker.log")
+    try:
+        wait_until(lambda: all(marker.exists() for marker in markers[:3]), 30, "short naps")
+        # claimed while they run, its processing file is numbered above theirs
+        submit(spool, "nap", {"seconds": 300, "marker": str(markers[3])})
+        wait_until(markers[3].exists, 30, "the long nap to start")
+        wait_until(lambda: all((spool / "done" / f"{job_id}.json").exists()
+                               for job_id in short), 30, "the short naps to end")
+        long_path = next((spool / "processing" / "test").iterdir())
+
+        def held(pid: int) -> list[int]:
+            found = []
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == str(long_path):
+                        found.append(int(fd))
+                except OSError:
+                    pass
+            return found
+
+        [number] = held(worker.pid)
+        _, hard = resource.prlimit(worker.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(worker.pid, resource.RLIMIT_NOFILE, (number, hard))
+        before = children_of(worker.pid)
+        after = submit(spool, "whoami")
+        wait_until(lambda: (spool / "done" / f"{after}.json").exists(), 30, "a job under it")
+        forked = children_of(worker.pid) - before
+        assert forked, "no child was forked under the lowered limit"
+        assert not [pid for pid in forked if held(pid)]
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.send_signal(signal.SIGINT)
+        worker.wait(30)
