@@ -156,3 +156,12 @@ def close_stdout() -> dict:
     print("closing stdout")
     sys.stdout.close()
     return {"pid": os.getpid()}
+
+
+def fork_returns() -> dict:
+    """Fork, and let the forked process return from the handler as well (a common slip)."""
+    pid = os.fork()
+    if pid == 0:
+        return {"pid": os.getpid(), "forked": True}
+    os.waitpid(pid, 0)
+    return {"pid": os.getpid(), "forked": False}

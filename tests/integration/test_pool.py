@@ -69,6 +69,9 @@ handler = "poolfns:lower_limits"
 handler = "poolfns:close_stdout"
 max_attempts = 1
 
+[jobs.fork_returns]
+handler = "poolfns:fork_returns"
+
 [jobs.overlap]
 handler = "poolfns:overlap"
 timeout = "300s"
@@ -370,6 +373,17 @@ def test_a_handler_that_closes_sys_stdout_completes_and_its_process_stays_out_of
     assert outcome(spool, after)["outcome"] == "completed"
     assert "closing stdout" in (spool / "logs" / f"{closing}.log").read_text()
     assert "cannot start" not in (spool / "logs" / f"{closing}.log").read_text()
+
+
+def test_a_forked_process_returning_from_a_handler_never_serves_the_pool(tmp_path):
+    spool = pool_spool(tmp_path)
+    forking, after = submit(spool, "fork_returns"), submit(spool, "whoami")
+    drain(spool)
+    job = outcome(spool, forking)
+    assert job["outcome"] == "completed", job  # the handler's own result, or the fork's
+    assert outcome(spool, after)["outcome"] == "completed"
+    log = (spool / "logs" / f"{after}.log").read_text()
+    assert log.count("=== spool: attempt") == 1 and log.count("attempt of") == 1, log
 
 
 def test_an_attempts_subprocess_goes_when_its_worker_was_killed(tmp_path):
