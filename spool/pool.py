@@ -51,6 +51,7 @@ from spool.execution import (
 )
 
 SEND_TIMEOUT = 5.0  # an idle child reads at once; one that does not is stopped and replaced
+THREAD_EXIT_WAIT = 0.05  # seconds a joined thread may take to leave /proc/self/task
 CLOSE_WAIT = 2.0  # seconds a stopping worker gives its idle children to exit on their own
 _HEADER = struct.Struct("!I")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -418,11 +419,17 @@ def _set_environ(wanted: dict[str, str]) -> None:
 
 
 def _threads() -> int:
-    """Threads of this process, those `threading` does not know of (a C library's) too."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
+    """Threads of this process, those `threading` does not know of (a C library's) too; one
+    that `threading` saw end (joined) may still be exiting: it gets a few milliseconds."""
+    deadline = time.monotonic() + THREAD_EXIT_WAIT
+    while True:
+        try:
+            count = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return threading.active_count()
+        if count <= threading.active_count() or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.0005)
 
 
 def _left_behind() -> bool:

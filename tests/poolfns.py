@@ -165,3 +165,11 @@ def fork_returns() -> dict:
         return {"pid": os.getpid(), "forked": True}
     os.waitpid(pid, 0)
     return {"pid": os.getpid(), "forked": False}
+
+
+def joined_thread() -> dict:
+    """Start a thread and join it: nothing is left behind."""
+    worker = threading.Thread(target=sum, args=([1, 2],))
+    worker.start()
+    worker.join()
+    return {"pid": os.getpid()}
