@@ -270,8 +270,10 @@ def close_inherited(keep: int = -1) -> None:
 
 
 def flush_output() -> bool:
-    """Flush sys.stdout and sys.stderr, whatever a handler made of them; False when one
-    could not be flushed (closed, broken, replaced by something that is not a stream)."""
+    """Flush sys.stdout and sys.stderr, whatever a handler made of them, and C's stdio
+    buffers (a C library's printf), which os._exit would drop and a pool child would carry
+    into the next attempt's log; False when a stream could not be flushed (closed, broken,
+    replaced by something that is not a stream)."""
     flushed = True
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -279,6 +281,10 @@ def flush_output() -> bool:
                 stream.flush()
         except Exception:  # a handler's object: any failure means "not flushed"
             flushed = False
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
     return flushed
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import ctypes
 import fcntl
 import os
 import resource
@@ -172,4 +173,13 @@ def joined_thread() -> dict:
     worker = threading.Thread(target=sum, args=([1, 2],))
     worker.start()
     worker.join()
+    return {"pid": os.getpid()}
+
+
+def c_printf(text: str, flush: bool = False) -> dict:
+    """Print through C's stdio, as a C extension does (buffered: stdout is a pipe)."""
+    libc = ctypes.CDLL(None)
+    libc.printf(b"%s\n", text.encode())
+    if flush:
+        libc.fflush(None)
     return {"pid": os.getpid()}

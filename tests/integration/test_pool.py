@@ -75,6 +75,9 @@ handler = "poolfns:fork_returns"
 [jobs.joined_thread]
 handler = "poolfns:joined_thread"
 
+[jobs.c_printf]
+handler = "poolfns:c_printf"
+
 [jobs.overlap]
 handler = "poolfns:overlap"
 timeout = "300s"
@@ -360,6 +363,23 @@ def test_a_thread_joined_before_the_handler_returns_leaves_nothing_behind(tmp_pa
     ids = [submit(spool, "joined_thread") for _ in range(6)]
     drain(spool)
     assert len(set(pids(spool, ids))) == 1
+
+
+@pytest.mark.parametrize("isolation", ["pool", "fork"])
+def test_output_a_c_library_buffered_lands_in_its_own_attempts_log(tmp_path, monkeypatch,
+                                                                  isolation):
+    """C's stdio buffer was never flushed: a pool child carried it into a later attempt's log
+    (a fresh fork lost it at os._exit)."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # else C's stdout is unbuffered too
+    spool = pool_spool(tmp_path, f'isolation = "{isolation}"\n')
+    first = submit(spool, "c_printf", {"text": "one from C"})
+    second = submit(spool, "c_printf", {"text": "two from C", "flush": True})
+    drain(spool)
+    if isolation == "pool":
+        assert len(set(pids(spool, [first, second]))) == 1
+    logs = [(spool / "logs" / f"{job_id}.log").read_text() for job_id in (first, second)]
+    assert "one from C" in logs[0] and "one from C" not in logs[1], logs
+    assert "two from C" in logs[1], logs
 
 
 def test_an_attempt_that_lowers_a_limit_or_the_priority_retires_its_child(tmp_path):
