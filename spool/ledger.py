@@ -48,6 +48,12 @@ def _proc_stat(pid: int) -> list[str]:
         return []
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (R, S, T for stopped, Z...); None when it is gone."""
+    fields = _proc_stat(pid)
+    return fields[0] if fields else None
+
+
 def process_start(pid: int) -> str | None:
     """The start time of process `pid` in clock ticks since boot (Linux): with the pid, an
     identity that a reused pid cannot fake."""

@@ -49,6 +49,7 @@ from spool.execution import (
     flush_output,
     load_handler,
 )
+from spool.ledger import process_state
 
 SEND_TIMEOUT = 5.0  # an idle child reads at once; one that does not is stopped and replaced
 THREAD_EXIT_WAIT = 0.05  # seconds a joined thread may take to leave /proc/self/task
@@ -110,6 +111,10 @@ class HandlerPool:
         for _ in range(3):
             child = self.idle.pop() if self.idle else self._fork()
             try:
+                if process_state(child.pid) in ("T", "t", "Z", None):
+                    # stopped while idle (SIGSTOP), or dead: the attempt would wait for it
+                    # until its timeout
+                    raise OSError(f"pool child {child.pid} is stopped or gone")
                 _send(child.sock, request, out_fd)
             except OSError as exc:
                 problem = exc

@@ -565,3 +565,21 @@ def test_a_child_holds_no_descriptor_of_its_worker_above_a_lowered_soft_limit(tm
         worker.send_signal(signal.SIGINT)
         worker.send_signal(signal.SIGINT)
         worker.wait(30)
+
+
+def test_an_idle_child_stopped_with_sigstop_is_replaced_not_handed_an_attempt(tmp_path):
+    spool = pool_spool(tmp_path)
+    worker = start_cli(spool, "worker", "--capacity", "1", log=tmp_path / "worker.log")
+    try:
+        first = submit(spool, "whoami")
+        wait_until(lambda: (spool / "done" / f"{first}.json").exists(), 30, "the first job")
+        wait_until(lambda: len(children_of(worker.pid)) >= 2, 30, "an idle child and a spare")
+        stopped = children_of(worker.pid)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        after = submit(spool, "whoami")  # its timeout is an hour
+        wait_until(lambda: (spool / "done" / f"{after}.json").exists(), 30, "the next job")
+        assert pids(spool, [after])[0] not in stopped
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
