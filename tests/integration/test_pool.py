@@ -286,8 +286,12 @@ def test_children_die_with_a_killed_worker(tmp_path):
     children = children_of(worker.pid)
     worker.kill()
     worker.wait(10)
-    wait_until(lambda: not any(alive(pid) for pid in children), 10,
-               "the children to die with the worker")
+    grandchild = int(marker.read_text().split()[1])
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in children), 10,
+                   "the children to die with the worker")
+    finally:  # the attempt's subprocess lives until a recovery (tested below): not past us
+        os.kill(grandchild, signal.SIGKILL)
 
 
 def test_isolation_is_checked(tmp_path):
