@@ -328,16 +328,51 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os.dup2(out_fd, 2)
         # drop the worker's descriptors, above all the flocked processing files: a task must
         # not keep its worker's locks alive after the worker died
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        close_inherited()
         os.environ.clear()
         os.environ.update(env)
         code = call_handler(function, args, result_path, max_result)
     except BaseException:  # the child must always exit here
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        try:
+            flush_output()  # a handler may have closed or replaced them
+        finally:
+            os._exit(code)
+
+
+def close_inherited(keep: int = -1) -> None:
+    """Close every descriptor from 3 on but `keep`, those numbered past the soft
+    RLIMIT_NOFILE too (opened before a prlimit lowered it): listed, not counted up to it."""
+    try:
+        numbers = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        numbers = list(range(3, os.sysconf("SC_OPEN_MAX")))
+    for fd in numbers:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+
+
+def flush_output() -> bool:
+    """Flush sys.stdout and sys.stderr, whatever a handler made of them, and C's stdio
+    buffers (a C library's printf), which os._exit would drop and a pool child would carry
+    into the next attempt's log; False when a stream could not be flushed (closed, broken,
+    replaced by something that is not a stream)."""
+    flushed = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # a handler's object: any failure means "not flushed"
+            flushed = False
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+    return flushed
 
 
 def die_with_parent() -> None:

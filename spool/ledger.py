@@ -53,6 +53,12 @@ def _proc_stat(pid: int) -> list[str]:
         return []
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (R, S, T for stopped, Z...); None when it is gone."""
+    fields = _proc_stat(pid)
+    return fields[0] if fields else None
+
+
 def process_start(pid: int) -> str | None:
     """The start time of process `pid` in clock ticks since boot (Linux): with the pid, an
     identity that a reused pid cannot fake."""
@@ -85,7 +91,7 @@ def stop_orphaned_task(entry: dict[str, Any], boot: str, job_id: str, spool_dir:
     recovery does not run it twice at once. Only the very process recorded is signalled; a
     task started but not yet recorded (its worker died in between) is found by the
     environment every command task is started with."""
-    if task_alive(entry, boot):
+    if task_alive(entry, boot) or _group_left(entry, boot):
         pids = [entry["task_pid"]]
     elif entry.get("task_pid") is None:
         pids = unrecorded_tasks(job_id, entry.get("attempt"), spool_dir)
@@ -98,6 +104,18 @@ def stop_orphaned_task(entry: dict[str, Any], boot: str, job_id: str, spool_dir:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _group_left(entry: dict[str, Any], boot: str) -> bool:
+    """Whether the recorded task is gone but its process group may remain: a handler's
+    child dies with its worker (PDEATHSIG), a subprocess it started in its group does not.
+    Its pid is free or still the recorded (zombie) process: Linux never gives a pid to a new
+    process while a group of that number exists, so the group is the task's, or empty."""
+    pid, start = entry.get("task_pid"), entry.get("task_start")
+    if not isinstance(pid, int) or pid <= 1 or not start or entry.get("task_boot", boot) != boot:
+        return False
+    now = process_start(pid)
+    return now is None or now == start
 
 
 def unrecorded_tasks(job_id: str, attempt: object, spool_dir: str) -> list[int]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -40,9 +41,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spool.execution import StartError, call_handler, die_with_parent, load_handler
+from spool.execution import (
+    StartError,
+    call_handler,
+    close_inherited,
+    die_with_parent,
+    flush_output,
+    load_handler,
+)
+from spool.ledger import process_state
 
 SEND_TIMEOUT = 5.0  # an idle child reads at once; one that does not is stopped and replaced
+THREAD_EXIT_WAIT = 0.05  # seconds a joined thread may take to leave /proc/self/task
 CLOSE_WAIT = 2.0  # seconds a stopping worker gives its idle children to exit on their own
 _HEADER = struct.Struct("!I")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -101,6 +111,10 @@ class HandlerPool:
         for _ in range(3):
             child = self.idle.pop() if self.idle else self._fork()
             try:
+                if process_state(child.pid) in ("T", "t", "Z", None):
+                    # stopped while idle (SIGSTOP), or dead: the attempt would wait for it
+                    # until its timeout
+                    raise OSError(f"pool child {child.pid} is stopped or gone")
                 _send(child.sock, request, out_fd)
             except OSError as exc:
                 problem = exc
@@ -275,8 +289,7 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
     signal.set_wakeup_fd(-1)
     keep = sock.fileno()
     # none of the worker's descriptors, above all not its flocked processing files
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    close_inherited(keep)
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -285,6 +298,8 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
     os.umask(umask)
     me, attempts = os.getpid(), 0
     environ = dict(os.environ)  # the worker's, which each attempt's additions start from
+    signals, process = _signal_state(), _process_state()
+    own = {fd: _identity(fd) for fd in (keep, null, home)}
     while True:
         request = _next_request(sock)
         if request is None:
@@ -296,15 +311,65 @@ def _serve(sock: socket.socket, parent: int, handlers: dict[str, Callable[..., A
         code, clean = _attempt(message, out_fd, handlers)
         if os.getpid() != me:  # a handler forked and its child returned here
             os._exit(code)
-        os.dup2(null, 1)
-        os.dup2(null, 2)  # the output pipe's last copy here: the worker sees its end
-        os.fchdir(home)
-        os.umask(umask)
+        try:
+            if any(_identity(fd) != identity for fd, identity in own.items()):
+                raise OSError("the attempt closed or replaced a descriptor of the pool child")
+            os.dup2(null, 1)
+            os.dup2(null, 2)  # the output pipe's last copy here: the worker sees its end
+            os.fchdir(home)
+            os.umask(umask)
+            clean = _restore_signals(*signals) and clean
+        except OSError:
+            # it cannot report nor take another attempt: its exit status is the outcome
+            os._exit(code)
         leave = not clean or attempts >= int(message["max_jobs"]) or _left_behind() or \
-            _rss() > int(message["max_rss"])
+            _rss() > int(message["max_rss"]) or _process_state() != process
         sock.sendall(json.dumps({"code": code, "leave": leave}).encode() + b"\n")
         if leave:
             return 0
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _process_state() -> tuple[Any, ...]:
+    """What an attempt may change about the process but a child cannot always undo (a lower
+    hard limit, a nicer priority, another user): a change retires the child."""
+    limits = tuple(resource.getrlimit(getattr(resource, name)) for name in dir(resource)
+                   if name.startswith("RLIMIT_"))
+    return (limits, os.getpriority(os.PRIO_PROCESS, 0), os.getresuid(), os.getresgid(),
+            os.getgroups())
+
+
+def _signal_state() -> tuple[dict[int, Any], set[int]]:
+    """The child's signal handlers and mask, which every attempt starts from."""
+    handlers: dict[int, Any] = {}
+    for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        try:
+            handlers[signum] = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+    return handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def _restore_signals(handlers: dict[int, Any], mask: set[int]) -> bool:
+    """Undo what an attempt did to signals — a timer set, a handler installed, a signal
+    blocked — so that none of it fires in the next attempt; False when a signal is pending
+    (the child leaves rather than take it into the next attempt)."""
+    for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+        signal.setitimer(timer, 0)
+    for signum, handler in handlers.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
+    if signal.sigpending():
+        return False
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return True
 
 
 def _next_request(sock: socket.socket) -> tuple[dict[str, Any], int] | None:
@@ -341,16 +406,11 @@ def _attempt(message: dict[str, Any], out_fd: int,
             function = handlers[spec] = load_handler(spec)
         code = call_handler(function, message["args"], Path(message["result"]),
                             int(message["max_result"]))
-        clean = threading.active_count() == 1
+        clean = _threads() == 1
     except BaseException:  # SystemExit, KeyboardInterrupt, StartError: exit code 1, as forked
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                clean = False
+        clean = flush_output() and clean
     return code, clean
 
 
@@ -361,6 +421,20 @@ def _set_environ(wanted: dict[str, str]) -> None:
     for key, value in wanted.items():
         if os.environ.get(key) != value:
             os.environ[key] = value
+
+
+def _threads() -> int:
+    """Threads of this process, those `threading` does not know of (a C library's) too; one
+    that `threading` saw end (joined) may still be exiting: it gets a few milliseconds."""
+    deadline = time.monotonic() + THREAD_EXIT_WAIT
+    while True:
+        try:
+            count = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return threading.active_count()
+        if count <= threading.active_count() or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.0005)
 
 
 def _left_behind() -> bool:

@@ -94,16 +94,23 @@ class Loop:
 
     def _sync_outputs(self) -> None:
         """Wait on the pipes of the attempts running now, and on the sockets of the pool
-        children running one (a closed descriptor's number may come back as another's:
-        registrations are matched by object, not number)."""
-        self._sync(self.outputs, self.worker.attempts.output_fds(), "output")
-        self._sync(self.replies, self.worker.attempts.pool.reply_fds(), "reply")
+        children running one (a closed descriptor's number may come back as another's, even
+        a socket's as a pipe's: registrations are matched by object, not number, and every
+        stale one goes before any is added)."""
+        outputs = self.worker.attempts.output_fds()
+        replies = self.worker.attempts.pool.reply_fds()
+        self._drop_stale(self.outputs, outputs)
+        self._drop_stale(self.replies, replies)
+        self._add(self.outputs, outputs, "output")
+        self._add(self.replies, replies, "reply")
 
-    def _sync(self, registered: dict[int, Any], current: dict[int, Any], tag: str) -> None:
+    def _drop_stale(self, registered: dict[int, Any], current: dict[int, Any]) -> None:
         for fd, thing in list(registered.items()):
             if current.get(fd) is not thing:
                 self.selector.unregister(fd)
                 del registered[fd]
+
+    def _add(self, registered: dict[int, Any], current: dict[int, Any], tag: str) -> None:
         for fd, thing in current.items():
             if fd not in registered:
                 self.selector.register(fd, selectors.EVENT_READ, tag)

@@ -75,6 +75,7 @@ class Worker:
         self.hints: dict[tuple[str, object], object] = {}  # started_at of pruned entries
         self.paused_seen = False  # the last claim pass found this host or job types paused
         self.record_at: float | None = None  # when started tasks' pids must be in the ledger
+        self.forgotten = 0  # ended attempts dropped from the ledger being edited
 
     @property
     def running(self) -> dict[str, Running]:
@@ -104,10 +105,14 @@ class Worker:
     @contextmanager
     def _locked(self, capacity: int | None = None) -> Iterator[Ledger]:
         """The ledger under the host lock; notes when each pruned entry's attempt started."""
+        self.forgotten = 0
         with self.ledger.locked(capacity or self.capacity) as ledger:
             for job_id, entry in ledger.gone.items():
                 self.hints[(job_id, entry.get("attempt"))] = entry.get("started_at")
             yield ledger
+        # saved: what `_forget` dropped is gone for good (after a failed save, the next pass
+        # drops it again: a pool child, alive, would keep the entry and its slots held)
+        del self.attempts.ended[:self.forgotten]
 
     def recover_orphans(self, now: datetime, ledger: Ledger) -> int:
         """Requeue or finish processing files of this host whose flock is free (under lock)."""
@@ -282,7 +287,7 @@ class Worker:
     def _forget(self, ledger: Ledger) -> None:
         """Drop this worker's entries of attempts that are over (not a later claim's)."""
         ledger.forget(self.attempts.ended, self.pid)
-        self.attempts.ended.clear()
+        self.forgotten = len(self.attempts.ended)
 
     def beat(self, now: datetime, mono: float) -> None:
         """Heartbeat: ledger mtime, orphan check, systemd status."""
