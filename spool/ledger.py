@@ -119,23 +119,26 @@ def _group_left(entry: dict[str, Any], boot: str) -> bool:
 
 
 def unrecorded_tasks(job_id: str, attempt: object, spool_dir: str) -> list[int]:
-    """Process-group leaders whose environment names this attempt of this job of this spool
-    (`SPOOL_DIR`, `SPOOL_JOB_ID`, `SPOOL_ATTEMPT`, set at exec). Handler children, which
-    are forked without exec, die with their worker instead (PR_SET_PDEATHSIG)."""
+    """The process groups of the processes whose environment names this attempt of this job
+    of this spool (`SPOOL_DIR`, `SPOOL_JOB_ID`, `SPOOL_ATTEMPT`, set at exec), live leaders
+    first. Handler children, forked without exec, die with their worker (PR_SET_PDEATHSIG);
+    a program a handler started gets the attempt's environment at its exec, so it is found
+    here, and its group with it, even when the child that led the group is gone."""
     needles = [f"\0SPOOL_{key}={value}\0".encode() for key, value in
                (("DIR", spool_dir), ("JOB_ID", job_id), ("ATTEMPT", attempt))]
-    found = []
+    leaders, groups = [], []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/environ", "rb") as env:
                 data = b"\0" + env.read(1 << 20) + b"\0"
-            if all(needle in data for needle in needles) and os.getpgid(int(name)) == int(name):
-                found.append(int(name))
+            if all(needle in data for needle in needles):
+                group = os.getpgid(int(name))
+                (leaders if group == int(name) else groups).append(group)
         except OSError:
             continue
-    return found
+    return list(dict.fromkeys(leaders + groups))
 
 
 @dataclass

@@ -158,3 +158,31 @@ def test_a_claim_taken_before_its_start_is_never_started(spool_dir):
         assert not (spool_dir / "logs" / f"{job_id}.log").exists()  # nothing was started
     finally:
         worker.shutdown(datetime.now(UTC))
+
+
+def test_a_program_an_unrecorded_handler_started_is_stopped_after_its_child_died(spool_dir):
+    # a handler attempt's child dies with its killed worker (PDEATHSIG) before the worker
+    # recorded it, but a program it started lives on in the group: found by its environment
+    sp = Spool(spool_dir, host="h")
+    job_id, _ = claimed(sp, "h")
+    env = dict(os.environ, SPOOL_DIR=str(spool_dir), SPOOL_JOB_ID=job_id, SPOOL_ATTEMPT="1")
+    leader = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!"], env=env,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    program = int(leader.stdout.readline())
+    leader.wait()  # the group's leader is gone; the program is still in its group
+    assert alive(program) and os.getpgid(program) == leader.pid
+    ledger = HostLedger(sp.store.layout, "h", False)
+    worker = str(dead_pid())
+    with ledger.locked(2) as book:
+        book.workers[worker] = {"boot_id": ledger.boot}
+        book.running[job_id] = {"slots": 1, "attempt": 1, "worker_pid": int(worker),
+                                "task_pid": None, "started_at": "2026-01-01T00:00:00Z"}
+    try:
+        with ledger.locked():
+            pass
+        wait_until(lambda: not alive(program), 10, "the program to be stopped")
+    finally:
+        try:
+            os.kill(program, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
