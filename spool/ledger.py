@@ -126,7 +126,8 @@ def unrecorded_tasks(job_id: str, attempt: object, spool_dir: str) -> list[int]:
     here, and its group with it, even when the child that led the group is gone."""
     needles = [f"\0SPOOL_{key}={value}\0".encode() for key, value in
                (("DIR", spool_dir), ("JOB_ID", job_id), ("ATTEMPT", attempt))]
-    leaders, groups = [], []
+    leaders: list[int] = []
+    groups: list[int] = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
