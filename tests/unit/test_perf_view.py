@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from spool import Spool
 from spool.claim import PendingView
 from spool.layout import pending_name
+from spool.packednames import SortedNames
 from spool.timeutil import UTC, due_stamp
 from spool.worker import Worker
 
@@ -24,7 +25,7 @@ NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
                           st.from_regex(r"[a-z0-9]{4,8}", fullmatch=True)), max_size=40))
 def test_next_due_is_the_earliest_future_stamp(jobs):
     view = PendingView(None)  # type: ignore[arg-type]
-    view.names = sorted({pending_name(priority, NOW + timedelta(seconds=shift), job_id)
+    view.names = SortedNames({pending_name(priority, NOW + timedelta(seconds=shift), job_id)
                          for priority, shift, job_id in jobs})
     future = [name[2:25] for name in view.names if name[2:25] > due_stamp(NOW)]
     assert view.next_due(NOW) == (min(future) if future else None)

@@ -1,0 +1,322 @@
+"""Sorted canonical pending names, held compactly: a worker's view of 1,000,000 pending jobs.
+
+A name `P-DUE-ID.json` whose ID is one spool makes (`spool.layout.new_id`:
+`YYYYMMDDTHHMMSS.ffffff-` and 12 hex digits) is 66 characters; as a Python string in a list it
+costs about 136 bytes. Here its digits are packed two to a byte into a 27-byte record (priority,
+due, the id's time, the id's random part). Packing keeps the order of the names (digits and
+lowercase hex sort as their nibbles do), so records compare as their names do. The records lie
+in blocks of a few thousand (`bytearray`s, each sorted, each after the one before): a name is
+found by bisecting the blocks' first records, then its block, and taken out or put in by moving
+one block's bytes, never the whole view's.
+
+A name of any other shape (an id a user gave, a drop's derived id) turns the whole collection
+into a plain sorted list of strings with a set of its ids, as the view was before: the answers
+are the same either way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import re
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+
+RECORD = 27  # bytes of a packed name
+ID_AT = 11  # where the id starts in a record (after the priority and the due stamp)
+BLOCK = 512  # records in a block as built (14 kB); a block twice as long is split in two
+CHUNK = 16384  # records sorted at once while building (their bytes objects cost 72 bytes each)
+_PACKABLE = re.compile(r"([0-9])-([0-9]{8})T([0-9]{6})\.([0-9]{6})Z-"
+                       r"([0-9]{8})T([0-9]{6})\.([0-9]{6})-([0-9a-f]{12})\.json")
+_PACKABLE_ID = re.compile(r"([0-9]{8})T([0-9]{6})\.([0-9]{6})-([0-9a-f]{12})")
+
+
+def pack(name: str) -> bytes | None:
+    """The record of a name, or None when it has another shape."""
+    match = _PACKABLE.fullmatch(name)
+    return bytes.fromhex("0" + "".join(match.groups())) if match else None
+
+
+def pack_listed(name: str) -> bytes | None:
+    """`pack` for a name found in pending/: None also when its DUE is no real time, which
+    `spool.layout.parse_pending_name` refuses (the caller judges such a name)."""
+    record = pack(name)
+    if record is None:
+        return None
+    try:
+        datetime(int(name[2:6]), int(name[6:8]), int(name[8:10]), int(name[11:13]),
+                 int(name[13:15]), int(name[15:17]))
+    except ValueError:
+        return None
+    return record
+
+
+def unpack(record: bytes | bytearray) -> str:
+    h = record.hex()
+    return (f"{h[1]}-{h[2:10]}T{h[10:16]}.{h[16:22]}Z-"
+            f"{h[22:30]}T{h[30:36]}.{h[36:42]}-{h[42:]}.json")
+
+
+def _records(packed: bytes | bytearray) -> Iterator[bytes]:
+    for start in range(0, len(packed), RECORD):
+        yield bytes(packed[start:start + RECORD])
+
+
+def merge(runs: list[list[bytearray]]) -> Iterator[bytes]:
+    """The records of sorted runs (each a list of blocks) in order, each once."""
+    last = b""
+    for record in heapq.merge(*map(_drain, runs)):
+        if record != last:  # a name given twice is there once
+            yield record
+            last = record
+
+
+def _drain(blocks: list[bytearray]) -> Iterator[bytes]:
+    """The records of `blocks`, each block let go once read: the runs being merged and the
+    blocks built from them together stay near the size of the result (blocks of one size, so
+    that the memory one frees is the memory the next takes)."""
+    blocks.reverse()
+    while blocks:
+        yield from _records(blocks.pop())
+
+
+def _blocks(records: list[bytes]) -> list[bytearray]:
+    return [bytearray().join(records[start:start + BLOCK])
+            for start in range(0, len(records), BLOCK)]
+
+
+class SortedNames:
+    """A sorted set of canonical pending names: blocks of packed records, or a list of strings
+    where a name does not pack. The walks the view needs go by name, not by position."""
+
+    def __init__(self, names: Iterable[str] = (),
+                 keep: Callable[[str], bool] | None = None) -> None:
+        """`names` in order; with `keep` (a listing), a name that does not pack is kept only
+        when `keep` says so (what packs is canonical: `keep` judges the rest)."""
+        runs: list[list[bytearray]] = []
+        chunk: list[bytes] = []
+        others: list[str] = []
+        for name in names:
+            record = pack_listed(name) if keep else pack(name)
+            if record is None:
+                if keep is None or keep(name):
+                    others.append(name)
+                continue
+            chunk.append(record)
+            if len(chunk) == CHUNK:
+                runs.append(_blocks(sorted(chunk)))
+                chunk = []
+        runs.append(_blocks(sorted(chunk)))
+        del chunk
+        self.blocks: list[bytearray] = []
+        self.firsts: list[bytes] = []  # the first record of each block
+        self.list: list[str] | None = None  # names as strings, when one does not pack
+        self._ids: set[str] = set()
+        if others:
+            self._use_list([*map(unpack, merge(runs)), *others])
+            return
+        block: list[bytes] = []
+        for record in merge(runs):
+            block.append(record)
+            if len(block) == BLOCK:
+                self._append_block(bytearray().join(block))
+                block = []
+        if block:
+            self._append_block(bytearray().join(block))
+
+    def _append_block(self, block: bytearray) -> None:
+        self.blocks.append(block)
+        self.firsts.append(bytes(block[:RECORD]))
+
+    def _use_list(self, names: list[str]) -> None:
+        self.blocks, self.firsts = [], []
+        self.list = sorted(set(names))
+        self._ids = {name[26:-5] for name in self.list}
+
+    def __len__(self) -> int:
+        if self.list is not None:
+            return len(self.list)
+        return sum(len(block) for block in self.blocks) // RECORD
+
+    def __bool__(self) -> bool:
+        return bool(self.list if self.list is not None else self.blocks)
+
+    def __iter__(self) -> Iterator[str]:
+        if self.list is not None:
+            yield from list(self.list)
+            return
+        for block in list(self.blocks):  # a snapshot: the caller may change the names meanwhile
+            yield from map(unpack, _records(bytes(block)))
+
+    def __getitem__(self, index: int) -> str:
+        if self.list is not None:
+            return self.list[index]
+        if index == 0 and self.blocks:
+            return unpack(self.firsts[0])
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, SortedNames)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if self.list is not None:
+            index = bisect.bisect_left(self.list, name)
+            return index < len(self.list) and self.list[index] == name
+        record = pack(name)
+        return record is not None and self._at(record) == record
+
+    # -- packed records ------------------------------------------------------------------
+
+    def _find(self, key: bytes) -> tuple[int, int]:
+        """(block, byte offset in it) of the first record not below `key`; the offset may be
+        the block's end (then the answer starts the next block, if any)."""
+        number = max(0, bisect.bisect_right(self.firsts, key) - 1)
+        if number >= len(self.blocks):
+            return number, 0
+        block, low, high = self.blocks[number], 0, len(self.blocks[number]) // RECORD
+        while low < high:
+            middle = (low + high) // 2
+            if block[middle * RECORD:(middle + 1) * RECORD] < key:
+                low = middle + 1
+            else:
+                high = middle
+        return number, low * RECORD
+
+    def _at(self, key: bytes) -> bytes | None:
+        """The first record not below `key`, or None."""
+        number, offset = self._find(key)
+        if number < len(self.blocks) and offset == len(self.blocks[number]):
+            number, offset = number + 1, 0
+        if number >= len(self.blocks):
+            return None
+        return bytes(self.blocks[number][offset:offset + RECORD])
+
+    def _first_from(self, key: bytes) -> str | None:
+        record = self._at(key)
+        return unpack(record) if record is not None else None
+
+    # -- what the view asks --------------------------------------------------------------
+
+    def add(self, name: str) -> bool:
+        """Insert `name`; False when it was there."""
+        record = pack(name) if self.list is None else None
+        if self.list is None and record is None:
+            self._use_list([*self, name])  # a name of another shape: strings from now on
+            return True
+        if self.list is not None or record is None:
+            return self._add_string(name)
+        if not self.blocks:
+            self._append_block(bytearray(record))
+            return True
+        number, offset = self._find(record)
+        block = self.blocks[number]
+        if block[offset:offset + RECORD] == record:
+            return False
+        block[offset:offset] = record
+        if offset == 0:
+            self.firsts[number] = record
+        if len(block) >= 2 * BLOCK * RECORD:  # split: moving it stays cheap
+            half = len(block) // RECORD // 2 * RECORD
+            self.blocks[number + 1:number + 1] = [block[half:]]
+            self.firsts[number + 1:number + 1] = [bytes(block[half:half + RECORD])]
+            del block[half:]
+        return True
+
+    def _add_string(self, name: str) -> bool:
+        assert self.list is not None
+        index = bisect.bisect_left(self.list, name)
+        if index < len(self.list) and self.list[index] == name:
+            return False
+        self.list.insert(index, name)
+        self._ids.add(name[26:-5])
+        return True
+
+    def discard(self, name: str) -> bool:
+        """Remove `name`; False when it was not there."""
+        if self.list is not None:
+            index = bisect.bisect_left(self.list, name)
+            if index == len(self.list) or self.list[index] != name:
+                return False
+            del self.list[index]
+            self._ids.discard(name[26:-5])
+            return True
+        record = pack(name)
+        if record is None or not self.blocks:
+            return False
+        number, offset = self._find(record)
+        block = self.blocks[number]
+        if block[offset:offset + RECORD] != record:
+            return False
+        del block[offset:offset + RECORD]  # at a block's front (a claim), this moves nothing
+        if not block:
+            del self.blocks[number], self.firsts[number]
+        elif offset == 0:
+            self.firsts[number] = bytes(block[:RECORD])
+        return True
+
+    def first(self) -> str | None:
+        if self.list is not None:
+            return self.list[0] if self.list else None
+        return unpack(self.firsts[0]) if self.blocks else None
+
+    def following(self, name: str) -> str | None:
+        """The first name after `name` (which need not be here)."""
+        if self.list is not None:
+            index = bisect.bisect_right(self.list, name)
+            return self.list[index] if index < len(self.list) else None
+        record = pack(name)
+        if record is None:  # not a packed shape: only a probe of the view's own walk
+            raise ValueError(f"{name!r} is not a name spool makes")
+        return self._first_from(record + b"\0")
+
+    def first_of_priority(self, priority: int) -> str | None:
+        """The first name of `priority` or a later one."""
+        if self.list is not None:
+            index = bisect.bisect_left(self.list, f"{priority}-")
+            return self.list[index] if index < len(self.list) else None
+        return self._first_from(bytes([priority]))
+
+    def first_due_after(self, priority: int, stamp: str) -> str | None:
+        """The first name after every name of `priority` due at or before `stamp`
+        (`YYYYMMDDTHHMMSS.ffffffZ`)."""
+        if self.list is not None:
+            index = bisect.bisect_right(self.list, f"{priority}-{stamp}-\x7f")
+            return self.list[index] if index < len(self.list) else None
+        key = bytes.fromhex(f"0{priority}{stamp[:8]}{stamp[9:15]}{stamp[16:22]}")
+        return self._first_from(key + b"\xff")  # past every id of that stamp (BCD ≤ 0x99)
+
+    def has_id(self, job_id: str) -> bool:
+        """Whether a name of this id is here (a search of the records when packed: it answers
+        dependency checks, a few per claim pass)."""
+        if self.list is not None:
+            return job_id in self._ids
+        match = _PACKABLE_ID.fullmatch(job_id)
+        if not match:
+            return False
+        key = bytes.fromhex("".join(match.groups()))
+        for block in self.blocks:
+            start = 0
+            while (found := block.find(key, start)) >= 0:
+                if found % RECORD == ID_AT:
+                    return True
+                start = found + 1
+        return False
+
+    @property
+    def ids(self) -> _Ids:
+        """The ids of the names, for `in` (spool.dependencies: is a dependency pending?)."""
+        return _Ids(self)
+
+
+class _Ids:
+    def __init__(self, names: SortedNames) -> None:
+        self.names = names
+
+    def __contains__(self, job_id: object) -> bool:
+        return isinstance(job_id, str) and self.names.has_id(job_id)
