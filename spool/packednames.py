@@ -9,9 +9,9 @@ in blocks of a few thousand (`bytearray`s, each sorted, each after the one befor
 found by bisecting the blocks' first records, then its block, and taken out or put in by moving
 one block's bytes, never the whole view's.
 
-A name of any other shape (an id a user gave, a drop's derived id) turns the whole collection
-into a plain sorted list of strings with a set of its ids, as the view was before: the answers
-are the same either way.
+A name of any other shape (an id a user gave, a cron fire's id) stays a string, in a sorted
+list beside the blocks, its id in a set, as every name was before; each question is asked of
+both and the lesser answer taken.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ def _records(packed: bytes | bytearray) -> Iterator[bytes]:
         yield bytes(packed[start:start + RECORD])
 
 
+def _stamp_key(priority: int, stamp: str) -> bytes:
+    """The record prefix of a priority and a due stamp `YYYYMMDDTHHMMSS.ffffffZ`."""
+    return bytes.fromhex(f"0{priority}{stamp[:8]}{stamp[9:15]}{stamp[16:22]}")
+
+
 def merge(runs: list[list[bytearray]]) -> Iterator[bytes]:
     """The records of sorted runs (each a list of blocks) in order, each once."""
     last = b""
@@ -86,8 +91,8 @@ def _blocks(records: list[bytes]) -> list[bytearray]:
 
 
 class SortedNames:
-    """A sorted set of canonical pending names: blocks of packed records, or a list of strings
-    where a name does not pack. The walks the view needs go by name, not by position."""
+    """A sorted set of canonical pending names: blocks of packed records, and a sorted list of
+    the names that do not pack. The walks the view needs go by name, not by position."""
 
     def __init__(self, names: Iterable[str] = (),
                  keep: Callable[[str], bool] | None = None) -> None:
@@ -95,12 +100,12 @@ class SortedNames:
         when `keep` says so (what packs is canonical: `keep` judges the rest)."""
         runs: list[list[bytearray]] = []
         chunk: list[bytes] = []
-        others: list[str] = []
+        others: set[str] = set()
         for name in names:
             record = pack_listed(name) if keep else pack(name)
             if record is None:
                 if keep is None or keep(name):
-                    others.append(name)
+                    others.add(name)
                 continue
             chunk.append(record)
             if len(chunk) == CHUNK:
@@ -110,11 +115,8 @@ class SortedNames:
         del chunk
         self.blocks: list[bytearray] = []
         self.firsts: list[bytes] = []  # the first record of each block
-        self.list: list[str] | None = None  # names as strings, when one does not pack
-        self._ids: set[str] = set()
-        if others:
-            self._use_list([*map(unpack, merge(runs)), *others])
-            return
+        self.others = sorted(others)  # names that do not pack (ids users gave, cron's ids)
+        self._other_ids = {name[26:-5] for name in self.others}
         block: list[bytes] = []
         for record in merge(runs):
             block.append(record)
@@ -128,32 +130,21 @@ class SortedNames:
         self.blocks.append(block)
         self.firsts.append(bytes(block[:RECORD]))
 
-    def _use_list(self, names: list[str]) -> None:
-        self.blocks, self.firsts = [], []
-        self.list = sorted(set(names))
-        self._ids = {name[26:-5] for name in self.list}
-
     def __len__(self) -> int:
-        if self.list is not None:
-            return len(self.list)
-        return sum(len(block) for block in self.blocks) // RECORD
+        return sum(len(block) for block in self.blocks) // RECORD + len(self.others)
 
     def __bool__(self) -> bool:
-        return bool(self.list if self.list is not None else self.blocks)
+        return bool(self.blocks or self.others)
 
     def __iter__(self) -> Iterator[str]:
-        if self.list is not None:
-            yield from list(self.list)
-            return
-        for block in list(self.blocks):  # a snapshot: the caller may change the names meanwhile
-            yield from map(unpack, _records(bytes(block)))
+        # a snapshot: the caller may change the names meanwhile
+        packed = (unpack(record) for block in list(self.blocks)
+                  for record in _records(bytes(block)))
+        yield from heapq.merge(packed, list(self.others))
 
     def __getitem__(self, index: int) -> str:
-        if self.list is not None:
-            return self.list[index]
-        if index == 0 and self.blocks:
-            return unpack(self.firsts[0])
-        return list(self)[index]
+        first = self.first() if index == 0 else None
+        return first if first is not None else list(self)[index]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, tuple, SortedNames)):
@@ -165,11 +156,11 @@ class SortedNames:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        if self.list is not None:
-            index = bisect.bisect_left(self.list, name)
-            return index < len(self.list) and self.list[index] == name
         record = pack(name)
-        return record is not None and self._at(record) == record
+        if record is not None:
+            return self._at(record) == record
+        index = bisect.bisect_left(self.others, name)
+        return index < len(self.others) and self.others[index] == name
 
     # -- packed records ------------------------------------------------------------------
 
@@ -188,29 +179,44 @@ class SortedNames:
                 high = middle
         return number, low * RECORD
 
+    def _records_from(self, key: bytes) -> Iterator[bytes]:
+        """The records not below `key`, in order."""
+        number, offset = self._find(key)
+        while number < len(self.blocks):
+            block = self.blocks[number]
+            for start in range(offset, len(block), RECORD):
+                yield bytes(block[start:start + RECORD])
+            number, offset = number + 1, 0
+
     def _at(self, key: bytes) -> bytes | None:
         """The first record not below `key`, or None."""
-        number, offset = self._find(key)
-        if number < len(self.blocks) and offset == len(self.blocks[number]):
-            number, offset = number + 1, 0
-        if number >= len(self.blocks):
-            return None
-        return bytes(self.blocks[number][offset:offset + RECORD])
+        return next(self._records_from(key), None)
 
-    def _first_from(self, key: bytes) -> str | None:
-        record = self._at(key)
-        return unpack(record) if record is not None else None
+    def _packed_after(self, name: str) -> str | None:
+        """The first packed name after `name`, which may be of any canonical shape: records
+        of its priority and due stamp are compared as names, the rest by their packing."""
+        record = pack(name)
+        if record is not None:
+            found = self._at(record + b"\0")
+            return unpack(found) if found is not None else None
+        prefix = _stamp_key(int(name[0]), name[2:25])
+        for found in self._records_from(prefix):
+            if not found.startswith(prefix) or unpack(found) > name:
+                return unpack(found)
+        return None
 
     # -- what the view asks --------------------------------------------------------------
 
     def add(self, name: str) -> bool:
         """Insert `name`; False when it was there."""
-        record = pack(name) if self.list is None else None
-        if self.list is None and record is None:
-            self._use_list([*self, name])  # a name of another shape: strings from now on
+        record = pack(name)
+        if record is None:
+            index = bisect.bisect_left(self.others, name)
+            if index < len(self.others) and self.others[index] == name:
+                return False
+            self.others.insert(index, name)
+            self._other_ids.add(name[26:-5])
             return True
-        if self.list is not None or record is None:
-            return self._add_string(name)
         if not self.blocks:
             self._append_block(bytearray(record))
             return True
@@ -228,26 +234,17 @@ class SortedNames:
             del block[half:]
         return True
 
-    def _add_string(self, name: str) -> bool:
-        assert self.list is not None
-        index = bisect.bisect_left(self.list, name)
-        if index < len(self.list) and self.list[index] == name:
-            return False
-        self.list.insert(index, name)
-        self._ids.add(name[26:-5])
-        return True
-
     def discard(self, name: str) -> bool:
         """Remove `name`; False when it was not there."""
-        if self.list is not None:
-            index = bisect.bisect_left(self.list, name)
-            if index == len(self.list) or self.list[index] != name:
-                return False
-            del self.list[index]
-            self._ids.discard(name[26:-5])
-            return True
         record = pack(name)
-        if record is None or not self.blocks:
+        if record is None:
+            index = bisect.bisect_left(self.others, name)
+            if index == len(self.others) or self.others[index] != name:
+                return False
+            del self.others[index]
+            self._other_ids.discard(name[26:-5])
+            return True
+        if not self.blocks:
             return False
         number, offset = self._find(record)
         block = self.blocks[number]
@@ -261,44 +258,36 @@ class SortedNames:
         return True
 
     def first(self) -> str | None:
-        if self.list is not None:
-            return self.list[0] if self.list else None
-        return unpack(self.firsts[0]) if self.blocks else None
+        packed = unpack(self.firsts[0]) if self.blocks else None
+        return _least(packed, self.others[0] if self.others else None)
 
     def following(self, name: str) -> str | None:
         """The first name after `name` (which need not be here)."""
-        if self.list is not None:
-            index = bisect.bisect_right(self.list, name)
-            return self.list[index] if index < len(self.list) else None
-        record = pack(name)
-        if record is None:  # not a packed shape: only a probe of the view's own walk
-            raise ValueError(f"{name!r} is not a name spool makes")
-        return self._first_from(record + b"\0")
+        index = bisect.bisect_right(self.others, name)
+        return _least(self._packed_after(name),
+                      self.others[index] if index < len(self.others) else None)
 
     def first_of_priority(self, priority: int) -> str | None:
         """The first name of `priority` or a later one."""
-        if self.list is not None:
-            index = bisect.bisect_left(self.list, f"{priority}-")
-            return self.list[index] if index < len(self.list) else None
-        return self._first_from(bytes([priority]))
+        index = bisect.bisect_left(self.others, f"{priority}-")
+        found = self._at(bytes([priority]))
+        return _least(unpack(found) if found is not None else None,
+                      self.others[index] if index < len(self.others) else None)
 
     def first_due_after(self, priority: int, stamp: str) -> str | None:
         """The first name after every name of `priority` due at or before `stamp`
         (`YYYYMMDDTHHMMSS.ffffffZ`)."""
-        if self.list is not None:
-            index = bisect.bisect_right(self.list, f"{priority}-{stamp}-\x7f")
-            return self.list[index] if index < len(self.list) else None
-        key = bytes.fromhex(f"0{priority}{stamp[:8]}{stamp[9:15]}{stamp[16:22]}")
-        return self._first_from(key + b"\xff")  # past every id of that stamp (BCD ≤ 0x99)
+        index = bisect.bisect_right(self.others, f"{priority}-{stamp}-\x7f")
+        found = self._at(_stamp_key(priority, stamp) + b"\xff")  # past its ids (BCD < 0xff)
+        return _least(unpack(found) if found is not None else None,
+                      self.others[index] if index < len(self.others) else None)
 
     def has_id(self, job_id: str) -> bool:
-        """Whether a name of this id is here (a search of the records when packed: it answers
-        dependency checks, a few per claim pass)."""
-        if self.list is not None:
-            return job_id in self._ids
+        """Whether a name of this id is here (a search of the records for an id spool made:
+        it answers dependency checks, a few per claim pass)."""
         match = _PACKABLE_ID.fullmatch(job_id)
         if not match:
-            return False
+            return job_id in self._other_ids
         key = bytes.fromhex("".join(match.groups()))
         for block in self.blocks:
             start = 0
@@ -312,6 +301,12 @@ class SortedNames:
     def ids(self) -> _Ids:
         """The ids of the names, for `in` (spool.dependencies: is a dependency pending?)."""
         return _Ids(self)
+
+
+def _least(first: str | None, second: str | None) -> str | None:
+    if first is None or second is None:
+        return first if second is None else second
+    return min(first, second)
 
 
 class _Ids:

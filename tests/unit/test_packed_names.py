@@ -90,7 +90,9 @@ def test_names_cost_27_bytes_each():
     base = NOW.replace(year=2027)
     view = SortedNames(pending_name(5, base + timedelta(microseconds=i),
                                     f"{due_stamp(base)[:-1]}-{i:012x}") for i in range(10**5))
-    assert view.list is None and sum(map(len, view.blocks)) == 27 * 10**5
+    assert not view.others and sum(map(len, view.blocks)) == 27 * 10**5
+    view.add(pending_name(5, base, "nightly"))  # one of another shape: the rest stay packed
+    assert view.others == [pending_name(5, base, "nightly")] and len(view) == 10**5 + 1
 
 
 @given(st.from_regex(r"[0-9]-[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9]{8}T[0-9]{6}\.[0-9]{6}-[0-9a-f]{12}"
@@ -107,8 +109,5 @@ def test_a_listing_keeps_canonical_names_and_notes_drops(tmp_path):
         (tmp_path / name).write_text("{}")
     view = PendingView(SimpleNamespace(layout=SimpleNamespace(pending=tmp_path)))  # type: ignore
     view.refresh(0.0)
-    assert list(view.names) == sorted([good, user_given])
+    assert list(view.names) == sorted([good, user_given]) and view.names.others == [user_given]
     assert sorted(view.drops) == sorted([no_real_due, "report.json"])
-    (tmp_path / user_given).unlink()
-    view.refresh(1.0)
-    assert list(view.names) == [good] and view.names.list is None  # packed again
