@@ -5,7 +5,7 @@ A name `P-DUE-ID.json` whose ID is one spool makes (`spool.layout.new_id`:
 costs about 136 bytes. Here its digits are packed two to a byte into a 27-byte record (priority,
 due, the id's time, the id's random part). Packing keeps the order of the names (digits and
 lowercase hex sort as their nibbles do), so records compare as their names do. The records lie
-in blocks of a few thousand (`bytearray`s, each sorted, each after the one before): a name is
+in blocks of 512 (`bytearray`s, each sorted, each after the one before): a name is
 found by bisecting the blocks' first records, then its block, and taken out or put in by moving
 one block's bytes, never the whole view's.
 
@@ -26,6 +26,7 @@ RECORD = 27  # bytes of a packed name
 ID_AT = 11  # where the id starts in a record (after the priority and the due stamp)
 BLOCK = 512  # records in a block as built (14 kB); a block twice as long is split in two
 CHUNK = 16384  # records sorted at once while building (their bytes objects cost 72 bytes each)
+FIRST_CHUNK = 131072  # ... and the first time, when nothing else is held yet
 _PACKABLE = re.compile(r"([0-9])-([0-9]{8})T([0-9]{6})\.([0-9]{6})Z-"
                        r"([0-9]{8})T([0-9]{6})\.([0-9]{6})-([0-9a-f]{12})\.json")
 _PACKABLE_ID = re.compile(r"([0-9]{8})T([0-9]{6})\.([0-9]{6})-([0-9a-f]{12})")
@@ -37,18 +38,22 @@ def pack(name: str) -> bytes | None:
     return bytes.fromhex("0" + "".join(match.groups())) if match else None
 
 
-def pack_listed(name: str) -> bytes | None:
+def pack_listed(name: str, days: dict[str, bool]) -> bytes | None:
     """`pack` for a name found in pending/: None also when its DUE is no real time, which
-    `spool.layout.parse_pending_name` refuses (the caller judges such a name)."""
+    `spool.layout.parse_pending_name` refuses (the caller judges such a name). `days`: the
+    dates judged so far in this listing (a listing has few)."""
     record = pack(name)
     if record is None:
         return None
-    try:
-        datetime(int(name[2:6]), int(name[6:8]), int(name[8:10]), int(name[11:13]),
-                 int(name[13:15]), int(name[15:17]))
-    except ValueError:
-        return None
-    return record
+    day = name[2:10]
+    if day not in days:
+        try:
+            datetime(int(day[:4]), int(day[4:6]), int(day[6:]))
+            days[day] = True
+        except ValueError:
+            days[day] = False
+    real = days[day] and name[11:13] < "24" and name[13:15] < "60" and name[15:17] < "60"
+    return record if real else None
 
 
 def unpack(record: bytes | bytearray) -> str:
@@ -90,6 +95,42 @@ def _blocks(records: list[bytes]) -> list[bytearray]:
             for start in range(0, len(records), BLOCK)]
 
 
+def _sorted_runs(names: Iterable[str],
+                 keep: Callable[[str], bool] | None) -> tuple[list[list[bytearray]], set[str]]:
+    """The records of `names` in sorted runs (one when they are few), and the names that do
+    not pack (those `keep` keeps, when given)."""
+    runs: list[list[bytearray]] = []
+    chunk: list[bytes] = []
+    limit = FIRST_CHUNK  # up to this many, one sort and no merge; runs of CHUNK after it
+    others: set[str] = set()
+    days: dict[str, bool] = {}
+    for name in names:
+        record = pack_listed(name, days) if keep else pack(name)
+        if record is None:
+            if keep is None or keep(name):
+                others.add(name)
+            continue
+        chunk.append(record)
+        if len(chunk) == limit:
+            runs.append(_blocks(sorted(set(chunk))))
+            chunk, limit = [], CHUNK
+    if chunk or not runs:
+        runs.append(_blocks(sorted(set(chunk))))
+    return runs, others
+
+
+def _regroup(records: Iterator[bytes]) -> Iterator[bytearray]:
+    """`records` in blocks of BLOCK."""
+    block: list[bytes] = []
+    for record in records:
+        block.append(record)
+        if len(block) == BLOCK:
+            yield bytearray().join(block)
+            block = []
+    if block:
+        yield bytearray().join(block)
+
+
 class SortedNames:
     """A sorted set of canonical pending names: blocks of packed records, and a sorted list of
     the names that do not pack. The walks the view needs go by name, not by position."""
@@ -98,33 +139,13 @@ class SortedNames:
                  keep: Callable[[str], bool] | None = None) -> None:
         """`names` in order; with `keep` (a listing), a name that does not pack is kept only
         when `keep` says so (what packs is canonical: `keep` judges the rest)."""
-        runs: list[list[bytearray]] = []
-        chunk: list[bytes] = []
-        others: set[str] = set()
-        for name in names:
-            record = pack_listed(name) if keep else pack(name)
-            if record is None:
-                if keep is None or keep(name):
-                    others.add(name)
-                continue
-            chunk.append(record)
-            if len(chunk) == CHUNK:
-                runs.append(_blocks(sorted(chunk)))
-                chunk = []
-        runs.append(_blocks(sorted(chunk)))
-        del chunk
+        runs, others = _sorted_runs(names, keep)
         self.blocks: list[bytearray] = []
         self.firsts: list[bytes] = []  # the first record of each block
         self.others = sorted(others)  # names that do not pack (ids users gave, cron's ids)
         self._other_ids = {name[26:-5] for name in self.others}
-        block: list[bytes] = []
-        for record in merge(runs):
-            block.append(record)
-            if len(block) == BLOCK:
-                self._append_block(bytearray().join(block))
-                block = []
-        if block:
-            self._append_block(bytearray().join(block))
+        for block in runs[0] if len(runs) == 1 else _regroup(merge(runs)):
+            self._append_block(block)
 
     def _append_block(self, block: bytearray) -> None:
         self.blocks.append(block)

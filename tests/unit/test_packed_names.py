@@ -48,8 +48,9 @@ def after(names: list[str], probe: str) -> str | None:
 def test_sorted_names_answer_as_a_sorted_list(given_names, data):
     split = data.draw(st.integers(0, len(given_names)))
     initial, added = given_names[:split], given_names[split:] + given_names[:split][:3]
-    sizes = packednames.CHUNK, packednames.BLOCK
-    packednames.CHUNK, packednames.BLOCK = 7, 3  # several runs to merge, blocks to split
+    sizes = packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK
+    # several runs to merge (or one, when there are few names), blocks to split
+    packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK = 11, 7, 3
     try:
         view = SortedNames(initial)
         expected = sorted(set(initial))
@@ -64,7 +65,7 @@ def test_sorted_names_answer_as_a_sorted_list(given_names, data):
             if name in expected:
                 expected.remove(name)
     finally:
-        packednames.CHUNK, packednames.BLOCK = sizes
+        packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK = sizes
     assert list(view) == expected and len(view) == len(expected)
     assert bool(view) == bool(expected) and view.first() == (expected[0] if expected else None)
     for name in expected:
@@ -95,10 +96,13 @@ def test_names_cost_27_bytes_each():
     assert view.others == [pending_name(5, base, "nightly")] and len(view) == 10**5 + 1
 
 
-@given(st.from_regex(r"[0-9]-[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9]{8}T[0-9]{6}\.[0-9]{6}-[0-9a-f]{12}"
-                     r"\.json", fullmatch=True))
-def test_a_listed_name_packs_exactly_when_it_is_canonical(name):
-    assert (pack_listed(name) is not None) == bool(parse_pending_name(name))
+@given(st.lists(st.from_regex(r"[0-9]-(2026|0000|[0-9]{4})(0[0-9]|1[0-3]|[0-9]{2})[0-9]{2}"
+                              r"T[0-9]{6}\.[0-9]{6}Z-[0-9]{8}T[0-9]{6}\.[0-9]{6}-[0-9a-f]{12}"
+                              r"\.json", fullmatch=True), max_size=20))
+def test_a_listed_name_packs_exactly_when_it_is_canonical(listed):
+    days: dict[str, bool] = {}  # one listing's
+    for name in listed:
+        assert (pack_listed(name, days) is not None) == bool(parse_pending_name(name))
 
 
 def test_a_listing_keeps_canonical_names_and_notes_drops(tmp_path):
