@@ -34,6 +34,9 @@ poll = "0.5s"
 command = ["true"]
 [jobs.noop]
 handler = "spool.demo:noop"
+[jobs.noop_fork]
+handler = "spool.demo:noop"
+isolation = "fork"
 [jobs.stamp]
 handler = "benchmarks_stamp:stamp"
 """

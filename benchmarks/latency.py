@@ -15,16 +15,20 @@ import contextlib
 import json
 import math
 import os
+import random
 import subprocess
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import peer_tasks
 from harness import HERE, SPOOL_CLI, Row, fresh, make
 from peers import PEER_PYTHON, PEERS_VENV, peer_env, redis_server, why_not
+from spool import Spool  # importable once harness set the path
 
 SPOOL = "spool worker (idle), handler"
+NFS_WORKLOAD = "nfs enqueue (mount A) -> start (worker on mount B)"
+POLL_S = 0.5  # bench.py's spool.toml
 RQ = "rq SimpleWorker (idle)"
 WORKLOAD = "enqueue -> start, idle worker"
 
@@ -62,24 +66,52 @@ def percentile(values: list[float], q: int) -> float:
     return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)]
 
 
+def nfs_run(on_a: Path, on_b: Path, local: Path, samples: int) -> list[Row]:
+    """Enqueue through mount A → start by an idle worker on mount B. inotify never sees another
+    client's files, so a worker on NFS polls: the bound is `poll` plus one listing of pending/
+    (both measured here), whatever the view holds."""
+    # a random pause between samples: submits in step with the worker's polls would all wait
+    # a whole poll, or none of it
+    with spool_side(on_b, local, submit_root=on_a / on_b.name / "spool",
+                    pause=lambda: random.uniform(0.02, POLL_S)) as sample:
+        sample(1)
+        got = sample(samples)
+        pending = on_b / "spool" / "pending"
+        listings = []
+        for _ in range(5):
+            start = time.perf_counter()
+            os.listdir(pending)
+            listings.append((time.perf_counter() - start) * 1000)
+    bound = POLL_S * 1000 + sorted(listings)[2]
+    name = f"bound: poll ({POLL_S:g} s) + one listing of pending/"
+    out = [Row(NFS_WORKLOAD, f"{SPOOL} p{q}", "ms", [percentile(got, q)],
+               bound / percentile(got, q), name) for q in (50, 99)]
+    return [*out, Row(NFS_WORKLOAD, name, "ms", [bound], 1.0, name)]
+
+
 @contextlib.contextmanager
-def spool_side(where: Path) -> Iterator:
+def spool_side(where: Path, local: Path | None = None, submit_root: Path | None = None,
+               pause: Callable[[], float] = lambda: 0.02) -> Iterator:
+    """An idle worker on a spool in `where`; jobs submitted through `submit_root` (the same spool
+    through another mount) when given; the stamps and the handler's module in `local`."""
+    local = local or where
     sp = make(where / "spool")
+    submitter = sp if submit_root is None else Spool(submit_root, host="submitter")
     # bench.py's `stamp` job type runs the handler benchmarks_stamp:stamp
-    (where / "benchmarks_stamp.py").write_text("from peer_tasks import stamp  # noqa: F401\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(where), str(HERE)]))
+    (local / "benchmarks_stamp.py").write_text("from peer_tasks import stamp  # noqa: F401\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(local), str(HERE)]))
     worker = subprocess.Popen([*SPOOL_CLI, "--spool", str(sp.path), "--host", "bench",
                                "worker", "--capacity", "4"], stderr=subprocess.DEVNULL, env=env)
-    path = where / "stamps.txt"
+    path = local / "stamps.txt"
 
     def sample(n: int) -> list[float]:
         out = []
         for _ in range(n):
             seen = len(peer_tasks.stamps(path))
             start = time.time()
-            sp.submit("stamp", {"path": str(path)})
+            submitter.submit("stamp", {"path": str(path)})
             out.append(peer_tasks.delay_ms(path, seen, start))
-            time.sleep(0.02)
+            time.sleep(pause())
         return out
 
     try:

@@ -4,7 +4,9 @@ seen by two hosts; `eval "$(../shared/nfs-rig/rig env)"` sets them, `rig up` mou
 - enqueue through mount A: `submit` (durable=false) against the create+write+rename floor;
 - drain through mount B (host `b`) of `true` jobs submitted through mount A, by
   `worker --burst --capacity 1`, against the claim+finish floor: the two renames a job needs at
-  least (pending/ → processing/, processing/ → done/), in a bare Python loop on mount B.
+  least (pending/ → processing/, processing/ → done/), in a bare Python loop on mount B;
+- enqueue → start: a job submitted through mount A and started by an idle worker on mount B,
+  against `poll` plus one listing of pending/ (`latency.nfs_run`).
 
 Everything lives in one subdirectory of the export, removed through mount A at the end. The
 rig is never brought up or down here: without both mounts this workload says why and skips.
@@ -15,9 +17,11 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import latency
 from bench import floor, submit_rate
 from harness import Contender, Row, fresh, remove, rows, spool_drain
 
@@ -63,8 +67,10 @@ def run(n_submit: int, n_drain: int, rounds: int) -> list[Row]:
         drain = [Contender(MOVE_FLOOR, lambda: two_renames(new(on_b), n_drain)),
                  Contender("spool worker --burst, capacity 1 (mount B, submitted on A)",
                            lambda: nfs_drain(on_a, new(on_b), n_drain))]
-        return (rows("nfs enqueue", "jobs/s", enqueue, rounds, WRITE_FLOOR)
-                + rows("nfs drain", "jobs/s", drain, rounds, MOVE_FLOOR))
+        found_rows = (rows("nfs enqueue", "jobs/s", enqueue, rounds, WRITE_FLOOR)
+                      + rows("nfs drain", "jobs/s", drain, rounds, MOVE_FLOOR))
+        with tempfile.TemporaryDirectory() as local:
+            return found_rows + latency.nfs_run(on_a, new(on_b), Path(local), 10 * rounds)
     finally:
         remove(a / name)
 

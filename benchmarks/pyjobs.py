@@ -29,9 +29,12 @@ def contenders(base: Path, n: int, workers: int, skip_peers: bool,
     out = [Contender(FLOOR, lambda: python_fork_floor(n), "floor, timed inside python"),
            Contender("spool worker --burst, capacity 1",
                      lambda: spool_drain(fresh(base / "s1"), "noop", n, 1),
-                     "handler spool.demo:noop, a fork per attempt"),
+                     "handler spool.demo:noop, the handler pool"),
            Contender(f"spool worker --burst, capacity {workers}",
-                     lambda: spool_drain(fresh(base / "sw"), "noop", n, workers))]
+                     lambda: spool_drain(fresh(base / "sw"), "noop", n, workers)),
+           Contender(f"spool worker --burst, capacity {workers}, isolation fork",
+                     lambda: spool_drain(fresh(base / "sf"), "noop_fork", n, workers),
+                     "a fork per attempt")]
     for peer in ("huey", "rq"):
         reason = "--no-peers" if skip_peers else why_not(peer)
         if reason:

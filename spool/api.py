@@ -17,7 +17,7 @@ from spool.config import Config, load_config
 from spool.dependencies import dependencies, require_known
 from spool.errors import ConfigError, Conflict, InvalidInput, JobNotFound, WaitTimeout
 from spool.explain import explain
-from spool.job import Job, normalize
+from spool.job import Job, normalize, renew
 from spool.layout import (
     STATES,
     Layout,
@@ -58,6 +58,25 @@ def _names(values: Iterable[str | Iterable[str]]) -> tuple[str, ...]:
     for value in values:
         flat.extend([value] if isinstance(value, str) else value)
     return tuple(flat)
+
+
+# submit_many: a spec whose other keys are these, with equal values of equal types, is checked
+# once per batch (`_build_many`); args, id and unique are each job's own
+_RENEWED = frozenset({"args", "id", "unique"})
+_SHARED = frozenset({"job", "priority", "at", "slots", "timeout", "max_attempts", "schedule"})
+
+
+def _template_key(spec: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What a spec shares with others of its batch, or None when it is to be built alone."""
+    if not spec.keys() <= _RENEWED | _SHARED:
+        return None
+    key = tuple(sorted((name, type(value), value) for name, value in spec.items()
+                       if name not in _RENEWED))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _warn_stderr(message: str) -> None:
@@ -182,13 +201,32 @@ class Spool:
     def submit_many(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
         """Enqueue many jobs (each a dict of `submit`'s arguments) with one directory fsync."""
         specs = list(jobs)
-        bodies = [self.build(**spec) for spec in specs]
+        bodies = self._build_many(specs)
         batch = {body["id"] for body in bodies}
         for body in bodies:
             if dependencies(body):
                 require_known(self.store, body, also=batch)
         chosen = any(spec.get("id") is not None for spec in specs)
         return self.store.submit_many(bodies, self.clock(), exclusive_id=chosen)
+
+    def _build_many(self, specs: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+        """`build` of each spec; specs that differ only in args, id and unique key share the
+        checks of their job type and options, made once (`job.renew` checks the rest)."""
+        templates: dict[tuple[Any, ...], dict[str, Any]] = {}
+        bodies = []
+        for spec in specs:
+            key = _template_key(spec)
+            template = templates.get(key) if key is not None else None
+            if template is None:
+                bodies.append(self.build(**spec))
+                if key is not None:
+                    templates[key] = bodies[-1]
+                continue
+            now = self.clock()
+            job_id = validate_id(spec["id"]) if spec.get("id") is not None else new_id(now)
+            bodies.append(renew(template, self.config, now, job_id, spec.get("args"),
+                                spec.get("unique"), spec.get("at") is not None))
+        return bodies
 
     # -- inspect -------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from spool.execution import Attempt, Raised, load_handler, read_result, start_at
 from spool.job import normalize
 from spool.layout import attempt_subject
 from spool.output import Output
+from spool.pool import HandlerPool
 from spool.settling import Unsettled, settle_once
 from spool.store import Store
 from spool.timeutil import format_time
@@ -65,6 +66,7 @@ class Attempts:
         self.unsettled: dict[str, Unsettled] = {}
         self.ended: list[tuple[str, int]] = []
         self.handlers: dict[str, Callable[..., Any]] = {}
+        self.pool = HandlerPool(self.handlers, self._pool_limits)
 
     @property
     def heartbeat(self) -> float:
@@ -132,7 +134,7 @@ class Attempts:
                                                                             item.attempt))
             attempt = start_attempt(self.store.layout.root, result_path, body, jtype,
                                     item.attempt, output.write_fd, now, self._handler,
-                                    defaults.max_result_bytes)
+                                    defaults.max_result_bytes, self.pool)
         except Exception as exc:  # bad argv, a handler that fails to import, ...
             output.write(f"spool: cannot start: {exc}\n")
             output.close()
@@ -146,6 +148,10 @@ class Attempts:
                                             attempt.started + timeout, attempt.started)
         log.info("claim %s (%s) attempt %d pid %d", item.job_id, body["job"], item.attempt,
                  attempt.pid)
+
+    def _pool_limits(self) -> tuple[int, int]:
+        defaults = self.store.config.defaults
+        return defaults.max_jobs_per_child, defaults.max_child_rss_bytes
 
     def _handler(self, jtype: JobType) -> Callable[..., Any]:
         assert jtype.handler is not None
@@ -162,7 +168,7 @@ class Attempts:
             code = run.attempt.poll()
             if code is None:
                 continue
-            run.attempt.signal_group(signal.SIGKILL)  # leftovers of the group go with it
+            run.attempt.finish()  # leftovers of the group go with it
             del self.running[job_id]
             run.output.close()
             result, problem = read_result(run.attempt.result_path,
@@ -288,6 +294,10 @@ class Attempts:
         for run in self.running.values():
             if fd is None or run.output.read_fd == fd:
                 run.output.drain()
+
+    def close(self) -> None:
+        """The worker stops: its idle pool children go (running attempts are over by now)."""
+        self.pool.close()
 
     def output_fds(self) -> dict[int, Output]:
         """The pipes of running attempts, for the loop to wait on."""

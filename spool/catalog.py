@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from spool.config import Config
 from spool.errors import InvalidInput, JobNotFound
-from spool.files import list_names, read_bounded, read_state, read_with_stat
+from spool.files import list_names, read_bounded, read_open, read_state, read_with_stat
 from spool.job import Job, decode
 from spool.layout import Layout, parse_pending_name, parse_processing_name
 
@@ -46,6 +46,10 @@ class Catalog:
     def read(self, path: Path) -> dict[str, Any]:
         """The body of the job file at `path` (bounded, never through a symlink)."""
         return decode(read_bounded(path, read_limit(self.config)), str(path))
+
+    def read_open(self, fd: int, info: os.stat_result, path: Path) -> dict[str, Any]:
+        """The body of the job file open at `fd` (`info`: its fstat), as a holder reads it."""
+        return decode(read_open(fd, info, read_limit(self.config), path), str(path))
 
     def read_with_stat(self, path: Path) -> tuple[dict[str, Any], os.stat_result]:
         """The body of the job file at `path` and its stat (from the descriptor read)."""

@@ -336,8 +336,8 @@ def hold_processing_file(store: Store, path: Path, attempt: int,
         return Claimed(path, None, info.st_ino, None, attempt,
                        f"{path} is not a regular file (mode {stat.filemode(info.st_mode)})")
     body, error = None, None
-    try:
-        body = store.read(path)
+    try:  # from the descriptor held: what is locked is what is read
+        body = store.read_open(fd, info, path)
     except (OSError, InvalidInput, RecursionError) as exc:
         error = str(exc)
     return Claimed(path, fd, info.st_ino, body, attempt, error, info.st_dev, owner=info.st_uid)

@@ -57,6 +57,9 @@ class Defaults:
     max_result_bytes: int = 1048576
     max_log_bytes: int = 104857600
     retention: float = 30 * 86400.0
+    isolation: str = "pool"  # of handler job types: "pool" (a warm child) or "fork" (a fresh one)
+    max_jobs_per_child: int = 1000  # attempts a pool child runs before it is replaced
+    max_child_rss_bytes: int = 512 << 20  # resident memory past which a pool child is replaced
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class JobType:
     limits: tuple[str, ...] = ()  # "NAME" or "NAME:KEY", KEY may hold {arg} placeholders
     # who may submit it (docs/protocol.md, Who may submit what); None: anyone
     allow: tuple[str, ...] | None = None
+    isolation: str = "pool"  # handlers only (README, Handler pool)
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,9 @@ class _Reader:
 
 _COMMON = {"priority", "max_attempts", "timeout", "slots", "backoff", "kill_grace", "retention"}
 _DAEMON = {"grace", "heartbeat", "lease", "poll", "refresh", "durable", "max_job_bytes",
-           "max_result_bytes", "max_log_bytes"}
+           "max_result_bytes", "max_log_bytes", "isolation", "max_jobs_per_child",
+           "max_child_rss_bytes"}
+_ISOLATION = checks.choice("pool", "fork")
 _GIB = 1 << 30
 
 
@@ -284,6 +290,9 @@ def _defaults(reader: _Reader, table: dict[str, Any]) -> Defaults:
         max_job_bytes=get("max_job_bytes", checks.integer(64, _GIB)),
         max_result_bytes=get("max_result_bytes", checks.integer(64, _GIB)),
         max_log_bytes=get("max_log_bytes", checks.integer(1024, 1 << 50)),
+        isolation=get("isolation", _ISOLATION),
+        max_jobs_per_child=get("max_jobs_per_child", checks.integer(1)),
+        max_child_rss_bytes=get("max_child_rss_bytes", checks.integer(1 << 20, 1 << 50)),
     )
     if defaults.lease < 3 * defaults.heartbeat:
         raise reader.error("defaults.lease", f"{defaults.lease:g}s must be at least 3 heartbeats "
@@ -315,16 +324,22 @@ def _job_limits(value: Any, limits: dict[str, Limit]) -> tuple[str, ...]:
 def _job_type(reader: _Reader, name: str, table: dict[str, Any], defaults: Defaults,
               limits: dict[str, Limit]) -> JobType:
     where = f"jobs.{name}"
-    reader.keys(table, where, _COMMON | {"command", "handler", "env", "limits", "allow"})
+    reader.keys(table, where, _COMMON | {"command", "handler", "env", "limits", "allow",
+                                         "isolation"})
     if ("command" in table) == ("handler" in table):
         raise reader.error(where, "needs exactly one of 'command' (a list) or 'handler' "
                            "('package.module:function')")
+    if "isolation" in table and "command" in table:
+        raise reader.error(f"{where}.isolation", "applies to handler job types only (a command "
+                           "always runs in a process of its own)")
     command = reader.convert(table, where, "command", None, checks.command)
     handler = reader.convert(table, where, "handler", None, checks.handler)
     env = reader.convert(table, where, "env", {}, checks.env_table)
     refs = reader.convert(table, where, "limits", (), lambda v: _job_limits(v, limits))
     return JobType(name, command, handler, env, **_common(reader, table, where, defaults),
-                   limits=refs, allow=reader.convert(table, where, "allow", None, check_allow))
+                   limits=refs, allow=reader.convert(table, where, "allow", None, check_allow),
+                   isolation=reader.convert(table, where, "isolation", defaults.isolation,
+                                            _ISOLATION))
 
 
 def _json_args(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """Running one attempt in its own process group, with its environment and result.
 
-`command` job types are executed directly (no shell): args as JSON on stdin and in
-`SPOOL_ARGS`, `{name}` items of argv replaced by that argument (each stays one argv item).
+`command` job types are executed directly (no shell, `posix_spawn` into a new session: the
+worker does not wait on a fork of itself): args as JSON on stdin and in `SPOOL_ARGS`, `{name}`
+items of argv replaced by that argument (each stays one argv item).
 `handler` job types are called in a child forked from the worker, which imported the handler
 module once, so an attempt pays no interpreter start; its stdin is /dev/null. Exit 0 completed,
 100 cancelled, anything else failed; a handler's return value (or a command's `$SPOOL_RESULT`
@@ -29,7 +30,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from collections.abc import Callable
 
 from spool.config import JobType
@@ -37,6 +38,9 @@ from spool.errors import Cancel, InvalidInput, SpoolError
 from spool.execpath import find_program, forget
 from spool.files import discard, read_bounded
 from spool.templates import expand_item, placeholders
+
+if TYPE_CHECKING:
+    from spool.pool import HandlerPool
 
 __all__ = ["expand_argv", "placeholders"]  # placeholders: argv templates live with the job
 
@@ -48,6 +52,14 @@ _RESULT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 
 class StartError(SpoolError):
     """An attempt could not be started (a handler that does not import): retried."""
+
+
+class Pooled(Protocol):
+    """An attempt that a pool child runs (`spool.pool`)."""
+
+    def poll(self) -> int | None: ...
+
+    def release(self, clean: bool) -> None: ...
 
 
 @dataclass
@@ -65,10 +77,15 @@ class Attempt:
     stop_reason: str | None = None  # "timeout", "cancelled", "interrupted", "taken"
     killed_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    pooled: Pooled | None = None
 
     def poll(self) -> int | None:
-        """The exit code once the process ended (a signal death is 128 + signal)."""
+        """The exit code once the process ended (a signal death is 128 + signal), or, in a
+        pool child, once the child reported the attempt's."""
         if self.exit_code is not None:
+            return self.exit_code
+        if self.pooled is not None:
+            self.exit_code = self.pooled.poll()
             return self.exit_code
         if self.popen is not None:
             code = self.popen.poll()
@@ -88,6 +105,14 @@ class Attempt:
             os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def finish(self) -> None:
+        """The attempt is over: what is left of its group goes (a pool child that is fit for
+        more returns to its pool instead)."""
+        if self.pooled is not None:
+            self.pooled.release(self.stop_reason is None)
+        else:
+            self.signal_group(signal.SIGKILL)
 
 
 def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
@@ -109,10 +134,11 @@ def expand_argv(command: tuple[str, ...], args: Any) -> list[str]:
     return argv
 
 
-def attempt_env(spool_dir: Path, body: dict[str, Any], attempt: int, result_path: Path,
-                jtype: JobType) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(jtype.env)
+def attempt_vars(spool_dir: Path, body: dict[str, Any], attempt: int, result_path: Path,
+                 jtype: JobType) -> dict[str, str]:
+    """What an attempt's environment adds to the worker's: the job type's `env`, then
+    spool's own variables."""
+    env = dict(jtype.env)
     env.update(SPOOL_DIR=str(spool_dir), SPOOL_JOB_ID=body["id"], SPOOL_JOB=body["job"],
                SPOOL_ATTEMPT=str(attempt), SPOOL_ARGS=json.dumps(body.get("args")),
                SPOOL_RESULT=str(result_path))
@@ -120,50 +146,144 @@ def attempt_env(spool_dir: Path, body: dict[str, Any], attempt: int, result_path
 
 
 def start_command(argv: list[str], env: dict[str, str], out_fd: int,
-                  args: Any) -> subprocess.Popen[bytes]:
-    """Execute argv directly in a new session; args go to stdin as JSON."""
+                  args: Any) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Execute argv directly in a new session; args go to stdin as JSON. (pid, None) when
+    posix_spawn started it; (pid, the Popen) when a PATH search was left to execvp."""
     path = env.get("PATH")
     program = find_program(argv[0], path)
+    if (program is None and "/" not in argv[0]) or not seal_descriptors():
+        return _popen_command(argv, env, out_fd, args)
     try:
-        popen = subprocess.Popen(argv, executable=program, stdin=subprocess.PIPE, stdout=out_fd,
-                                 stderr=out_fd, env=env, start_new_session=True, close_fds=True)
-    except OSError:
+        pid, stdin_write = _spawn(program or argv[0], argv, env, out_fd)
+    except FileNotFoundError:
         if program is None:
             raise
         forget(argv[0], path)  # moved or removed since it was found: search as execvp does
         return start_command(argv, env, out_fd, args)
-    payload = json.dumps(args).encode()
-    if len(payload) < 60000:  # fits the pipe buffer: no thread needed
-        _feed(popen, payload)
-    else:
-        threading.Thread(target=_feed, args=(popen, payload), daemon=True).start()
-    return popen
+    _send_args(stdin_write, args)
+    return pid, None
+
+
+def _spawn(program: str, argv: list[str], env: dict[str, str], out_fd: int) -> tuple[int, int]:
+    """(pid, the write end of its stdin): posix_spawn in a new session, stdin a pipe, stdout
+    and stderr `out_fd`; every other descriptor of the worker is close-on-exec
+    (seal_descriptors), so the task gets none of them."""
+    stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+    actions = [(os.POSIX_SPAWN_DUP2, stdin_read, 0), (os.POSIX_SPAWN_DUP2, out_fd, 1),
+               (os.POSIX_SPAWN_DUP2, out_fd, 2)]
+    try:
+        pid = os.posix_spawn(program, argv, env, file_actions=actions, setsid=True,
+                             setsigmask=(), setsigdef=_IGNORED_BY_PYTHON)
+    except BaseException:
+        os.close(stdin_write)
+        raise
+    finally:
+        os.close(stdin_read)
+    return pid, stdin_write
+
+
+def _popen_command(argv: list[str], env: dict[str, str], out_fd: int,
+                   args: Any) -> tuple[int, subprocess.Popen[bytes]]:
+    """start_command through subprocess: a PATH search left to execvp (a relative PATH entry,
+    a missing program: execvp's own error), or no posix_spawn here."""
+    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_fd, stderr=out_fd,
+                             env=env, start_new_session=True, close_fds=True)
+    assert popen.stdin is not None
+    stdin_write = os.dup(popen.stdin.fileno())
+    popen.stdin.close()
+    _send_args(stdin_write, args)
+    return popen.pid, popen
+
+
+# What Python ignores at start and a program expects at its default (subprocess's
+# restore_signals): a task writing into a closed pipe dies of SIGPIPE as it would from a shell
+_IGNORED_BY_PYTHON = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")
+                           if hasattr(signal, name))
+_sealed_modules = -1  # len(sys.modules) at the last seal_descriptors; -1: never, 0: impossible
+
+
+def seal_descriptors() -> bool:
+    """Make every descriptor of this process above 2 close-on-exec, so that a spawned task
+    inherits none of the worker's (above all not the flocked processing files: a task must not
+    keep its worker's locks alive after the worker died). Python opens everything
+    close-on-exec; what is left are descriptors inherited at the worker's own exec, and any a
+    C extension opened while a module was imported — so this runs again whenever
+    `sys.modules` grew. Also keeps 0-2 open (on /dev/null), so that no pipe of a task lands
+    there. False when this process's descriptors cannot be listed (no /proc): the caller uses
+    subprocess's close_fds instead."""
+    global _sealed_modules
+    if _sealed_modules == len(sys.modules) or _sealed_modules == 0:
+        return _sealed_modules != 0
+    if not hasattr(os, "posix_spawn"):
+        _sealed_modules = 0
+        return False
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        _sealed_modules = 0
+        return False
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed since
+    _sealed_modules = len(sys.modules)
+    return True
 
 
 def start_attempt(spool_dir: Path, result_path: Path, body: dict[str, Any], jtype: JobType,
                   number: int,
                   out_fd: int, now: datetime, handler: Callable[[JobType], Callable[..., Any]],
-                  max_result: int) -> Attempt:
-    """Start attempt `number` of the job in `body`; its output goes to `out_fd`."""
-    env = attempt_env(spool_dir, body, number, result_path, jtype)
+                  max_result: int, pool: HandlerPool | None = None) -> Attempt:
+    """Start attempt `number` of the job in `body`; its output goes to `out_fd`. A handler
+    runs in a child of `pool` unless its job type says `isolation = "fork"`."""
+    added = attempt_vars(spool_dir, body, number, result_path, jtype)
     attempt = Attempt(body["id"], number, 0, result_path, time.monotonic(), now)
     if jtype.command:
         argv = expand_argv(jtype.command, body.get("args"))
-        attempt.popen = start_command(argv, env, out_fd, body.get("args"))
-        attempt.pid = attempt.popen.pid
+        attempt.pid, attempt.popen = start_command(argv, {**os.environ, **added}, out_fd,
+                                                   body.get("args"))
+    elif pool is not None and jtype.isolation == "pool":
+        assert jtype.handler is not None
+        handler(jtype)  # imported in the worker: a failure is StartError, as when forked
+        # a child has the worker's environment from its fork: only what the attempt adds
+        attempt.pooled = lease = pool.run(jtype.handler, body.get("args"), added, out_fd,
+                                          result_path, max_result)
+        attempt.pid = lease.pid
     else:
-        attempt.pid = start_handler(handler(jtype), body.get("args"), env, out_fd, result_path,
-                                    max_result)
+        attempt.pid = start_handler(handler(jtype), body.get("args"), {**os.environ, **added},
+                                    out_fd, result_path, max_result)
     return attempt
 
 
-def _feed(popen: subprocess.Popen[bytes], payload: bytes) -> None:
+def _send_args(stdin_write: int, args: Any) -> None:
+    payload = json.dumps(args).encode()
+    if len(payload) < 60000:  # fits the pipe buffer: no thread needed
+        _feed(stdin_write, payload)
+    else:
+        threading.Thread(target=_feed, args=(stdin_write, payload), daemon=True).start()
+
+
+def _feed(stdin_write: int, payload: bytes) -> None:
+    """Write the args to the task's stdin and close it (a task that exits unread: EPIPE)."""
     try:
-        assert popen.stdin is not None
-        popen.stdin.write(payload)
-        popen.stdin.close()
-    except (BrokenPipeError, OSError):
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(stdin_write, view):]
+    except OSError:
         pass
+    finally:
+        os.close(stdin_write)
 
 
 def load_handler(spec: str) -> Callable[..., Any]:
@@ -195,7 +315,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os.setsid()
         # until the worker records this child in the ledger, nothing else could stop it if
         # the worker died: die with the worker (a command task, exec'd, is found by its env)
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != parent:
             os._exit(code)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -211,7 +331,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.environ.clear()
         os.environ.update(env)
-        code = _call(function, args, result_path, max_result)
+        code = call_handler(function, args, result_path, max_result)
     except BaseException:  # the child must always exit here
         traceback.print_exc()
     finally:
@@ -220,7 +340,7 @@ def start_handler(function: Callable[..., Any], args: Any, env: dict[str, str], 
         os._exit(code)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """prctl(PR_SET_PDEATHSIG, SIGKILL) on Linux; nothing elsewhere."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -229,7 +349,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _call(function: Callable[..., Any], args: Any, result_path: Path, max_result: int) -> int:
+def call_handler(function: Callable[..., Any], args: Any, result_path: Path,
+                 max_result: int) -> int:
     try:
         if isinstance(args, dict):
             value = function(**args)

@@ -182,20 +182,27 @@ def read_with_stat(path: Path | str, limit: int) -> tuple[bytes, os.stat_result]
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        if info.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
         os.set_blocking(fd, True)
-        data = os.read(fd, min(limit, info.st_size) + 1)
-        while len(data) <= limit:
-            chunk = os.read(fd, limit + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
+        return read_open(fd, info, limit, path), info
     finally:
         os.close(fd)
+
+
+def read_open(fd: int, info: os.stat_result, limit: int, path: Path | str) -> bytes:
+    """The bytes of the regular file open at `fd` (`info`: its fstat), from its start; OSError
+    (EFBIG) past `limit` bytes. Reads past the size `info` gave in small pieces only: asking
+    for all of `limit` would allocate it (megabytes) to learn that the file ends."""
+    if info.st_size > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    data = os.pread(fd, min(limit, info.st_size) + 1, 0)
+    while len(data) <= limit:
+        chunk = os.pread(fd, min(1 << 16, limit + 1 - len(data)), len(data))
+        if not chunk:
+            break
+        data += chunk
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
-    return data, info
+    return data
 
 
 def read_state(path: Path | str, limit: int = STATE_BYTES) -> dict[str, Any]:

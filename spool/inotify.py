@@ -8,7 +8,6 @@ back to polling.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 from pathlib import Path
@@ -27,7 +26,9 @@ class Watcher:
     """Watches directories for new names; `fd` is for select, `read()` gives (dir, name)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the interpreter's own symbols hold libc's; find_library("c") would run
+        # `ldconfig -p` (a fork and exec at every worker start)
+        libc = ctypes.CDLL(None, use_errno=True)
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)

@@ -153,6 +153,34 @@ def normalize(raw: Any, config: Config, now: datetime, job_id: str | None = None
     return body
 
 
+def renew(template: dict[str, Any], config: Config, now: datetime, job_id: str, args: Any,
+          unique: Any, fixed_run_at: bool) -> dict[str, Any]:
+    """One more job like `template` (a body `normalize` made, due at its creation unless
+    `fixed_run_at`), with its own id, times, args and unique key: what `normalize` would check
+    again for these is checked, the rest was checked once (submit_many)."""
+    args = {} if args is None else args
+    if not within_depth(args):  # first: the checks below may repr the values
+        raise InvalidInput(f"a job must not nest lists and objects deeper than {MAX_DEPTH} levels")
+    body = dict(template)
+    body["id"] = job_id
+    body["created_at"] = format_time(now)
+    if not fixed_run_at:
+        body["run_at"] = body["created_at"]
+    body["args"] = args
+    body["unique"] = _optional_string({"unique": unique}, "unique")
+    for kind in ("after", "after_any", "after_failed", "history"):
+        body[kind] = []
+    body["meta"] = dict(template["meta"])
+    jtype = config.job_type(body["job"])
+    if jtype is not None and jtype.command:
+        _check_placeholders(body["job"], jtype.command, args)
+    pools_of(config, body)
+    check_value(args, "field 'args'")
+    if body["unique"] is not None:
+        check_value(body["unique"], "field 'unique'")
+    return body
+
+
 def _check_placeholders(name: str, command: tuple[str, ...], args: Any) -> None:
     """InvalidInput when args lack an argument the job type's argv names."""
     needed = placeholders(command)

@@ -42,8 +42,13 @@ def boot_id() -> str:
 
 def _proc_stat(pid: int) -> list[str]:
     """The fields of /proc/PID/stat after the command name (state first); [] when gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:  # os calls, not Path.read_text: this runs for every task at every ledger pass
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)  # procfs gives the whole line in one read
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", "replace").rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return []
 

@@ -45,7 +45,9 @@ class Output:
         fd = open_append(path, mode)
         try:
             _write_all(fd, header.encode())
-            budget = max(0, max_bytes - os.fstat(fd).st_size)
+            # O_APPEND left the offset at the end: the size, without the fstat that on NFS
+            # would flush the header to the server first
+            budget = max(0, max_bytes - os.lseek(fd, 0, os.SEEK_CUR))
             return cls(path, fd, budget, max_bytes)
         except BaseException:
             os.close(fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,15 +66,39 @@ def is_marker(name: str) -> bool:
 
 def read_pauses(catalog: Catalog) -> Pauses:
     """One listing of `paused/` (nothing is paused when it is missing, or is a link: never
-    followed)."""
+    followed). The last listing is reused while an lstat of `paused/` shows the same directory
+    unchanged (inode, mtime and ctime: a marker made or removed since changes them), for at
+    most `poll` seconds, and never on a filesystem whose mtimes look whole seconds (two
+    changes within one tick would look alike): a worker's claim pass then costs one lstat
+    instead of an open, two reads of the directory and a close. A directory changed in the
+    last 0.1 s is listed again each time: timestamps come from a coarse clock (a few ms), so
+    two changes that close together can leave the same mtime."""
+    directory = catalog.layout.paused
     try:
-        fd = _open_paused(catalog.layout.paused)
+        info = os.lstat(directory)
+    except OSError:
+        info = None
+    key = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns) if info is not None else None
+    cached = _listings.get(str(directory))
+    now = time.monotonic()
+    if cached is not None and key is not None and cached[0] == key \
+            and now - cached[1] < catalog.config.defaults.poll:
+        return cached[2]
+    try:
+        fd = _open_paused(directory)
     except (FileNotFoundError, NotADirectoryError):
         return Pauses()
     try:
-        return Pauses(frozenset(n for n in os.listdir(fd) if is_marker(n)))
+        pauses = Pauses(frozenset(n for n in os.listdir(fd) if is_marker(n)))
     finally:
         os.close(fd)
+    if key is not None and info is not None and info.st_mtime_ns % 1_000_000_000 \
+            and abs(time.time_ns() - info.st_mtime_ns) > 100_000_000:
+        _listings[str(directory)] = (key, now, pauses)
+    return pauses
+
+
+_listings: dict[str, tuple[tuple[int, int, int], float, Pauses]] = {}  # read_pauses' last ones
 
 
 def _open_paused(directory: Path) -> int:

@@ -10,9 +10,10 @@ than the file server's own clock (the mtime of a probe the reaper just wrote) by
 leases is stale at once; claimers make a processing file's mtime fresh at the claim.
 This host's own processing files are judged by their flock instead.
 
-A pass costs what changed: markers and retention, which read every finished job, run on a
-slower cadence (`SLOW_EVERY`), not on every pass. Limit tokens are read on every pass: a
-pool holds at most `max` tokens, so that costs the running jobs, not the queue.
+A pass costs what changed: markers and retention walk their directories a bounded amount per
+pass, resuming where the last pass stopped, and rest between walks (spool.sweep). Limit tokens
+are read on every pass: a pool holds at most `max` tokens, so that costs the running jobs, not
+the queue.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from spool.api import Spool
 from spool.ledger import HostLedger, boot_id
 from spool.orphans import recover_orphans
 from spool.errors import InvalidInput, SpoolError
-from spool.files import create_private, discard, list_names, read_state, replace_file
+from spool.files import create_private, discard, read_state, replace_file
 from spool.layout import parse_processing_name
 from spool.limits import Limits
 from spool.recovery import recover_holds, recover_orphan
+from spool.sweep import Sweeps
 
 log = logging.getLogger("spool.reaper")
-SLOW_EVERY = 300.0  # seconds between passes over markers and retention
 
 
 def boot_clock() -> float:
@@ -54,6 +55,7 @@ class Reaper:
         self.obs_path = self.store.layout.hosts / f"{spool.host}.reaper.json"
         self.boot = boot_id()
         self.clock = clock
+        self.sweeps = Sweeps(self.store, lambda: spool.config, clock)
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -69,12 +71,8 @@ class Reaper:
         state = self._load()
         reaped = self.reap_stale(now, state)
         tasks: list[tuple[str, Callable[[], object]]] = [
-            ("recover", lambda: recover_holds(self.store, now)), ("limits", self.sweep_tokens)]
-        slow_at = state.get("slow_at")
-        if not isinstance(slow_at, (int, float)) or self.clock() - slow_at >= SLOW_EVERY:
-            tasks += [("markers", lambda: self.clear_markers(now)),
-                      ("retention", lambda: self.apply_retention(now))]
-            state["slow_at"] = self.clock()
+            ("recover", lambda: recover_holds(self.store, now)), ("limits", self.sweep_tokens),
+            ("sweeps", lambda: self.sweeps.step(now, state))]
         for name, task in tasks:
             try:
                 task()
@@ -167,43 +165,3 @@ class Reaper:
             return None
         finally:
             discard(probe)
-
-    def clear_markers(self, now: datetime) -> None:
-        """Cancel requests and unique keys of jobs that are finished or gone."""
-        for name in list_names(self.store.layout.cancel):
-            where = self.store.locate(name)
-            if where is None or where.state in ("done", "dead"):
-                discard(self.store.layout.cancel / name)
-        for name in list_names(self.store.layout.unique):
-            path = self.store.layout.unique / name
-            try:
-                marker = read_state(path, 65536)
-            except (OSError, InvalidInput):
-                continue
-            if "key" in marker and \
-                    self.store.markers.is_stale("key", path, marker.get("id"), now):
-                self.store.markers.release(path, marker.get("id"))
-
-    def apply_retention(self, now: datetime) -> None:
-        """Purge done/ and dead/ files (and their logs) older than their retention."""
-        config = self.spool.config
-        shortest = min([config.defaults.retention, *(j.retention for j in config.jobs.values())])
-        for state in ("done", "dead"):
-            directory = self.store.layout.state_dir(state)
-            for name in self.store.terminal_names(state):
-                path = directory / name
-                try:
-                    age = now.timestamp() - os.lstat(path).st_mtime
-                    if age < shortest:
-                        continue
-                    jtype = config.job_type(self.store.read(path).get("job") or "")
-                except (OSError, SpoolError, AttributeError) as exc:
-                    log.warning("retention: %s is unreadable (%s); it ages out with the "
-                                "[defaults] retention", path, exc)
-                    jtype = None
-                    try:
-                        age = now.timestamp() - os.lstat(path).st_mtime
-                    except OSError:
-                        continue
-                if age >= (jtype.retention if jtype else config.defaults.retention):
-                    self.store.purge(path, now)

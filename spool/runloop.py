@@ -17,11 +17,12 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 if TYPE_CHECKING:
     from spool.output import Output
+    from spool.pool import Child
     from spool.worker import Worker
 
 log = logging.getLogger("spool.worker")
@@ -57,6 +58,7 @@ class Loop:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.outputs: dict[int, Output] = {}
+        self.replies: dict[int, Child] = {}
 
     def add_watcher(self) -> None:
         fd = self.worker.feed.watch()
@@ -75,6 +77,9 @@ class Loop:
             for key, _ in events:
                 if key.data == "output":
                     self.worker.attempts.drain(key.fd)
+                elif key.data == "reply":  # a pool child reported its attempt's outcome
+                    self.worker.attempts.pool.read(key.fd)
+                    woken = True
                 elif key.data == "wake":
                     self._empty_wake_pipe()
                     woken = True
@@ -85,17 +90,21 @@ class Loop:
                 return woken
 
     def _sync_outputs(self) -> None:
-        """Wait on the pipes of the attempts running now (a closed pipe's number may come back
-        as another attempt's: registrations are matched by object, not number)."""
-        current = self.worker.attempts.output_fds()
-        for fd, output in list(self.outputs.items()):
-            if current.get(fd) is not output:
+        """Wait on the pipes of the attempts running now, and on the sockets of the pool
+        children running one (a closed descriptor's number may come back as another's:
+        registrations are matched by object, not number)."""
+        self._sync(self.outputs, self.worker.attempts.output_fds(), "output")
+        self._sync(self.replies, self.worker.attempts.pool.reply_fds(), "reply")
+
+    def _sync(self, registered: dict[int, Any], current: dict[int, Any], tag: str) -> None:
+        for fd, thing in list(registered.items()):
+            if current.get(fd) is not thing:
                 self.selector.unregister(fd)
-                del self.outputs[fd]
-        for fd, output in current.items():
-            if fd not in self.outputs:
-                self.selector.register(fd, selectors.EVENT_READ, "output")
-                self.outputs[fd] = output
+                del registered[fd]
+        for fd, thing in current.items():
+            if fd not in registered:
+                self.selector.register(fd, selectors.EVENT_READ, tag)
+                registered[fd] = thing
 
     def _empty_wake_pipe(self) -> None:
         while True:

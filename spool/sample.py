@@ -20,6 +20,9 @@ SAMPLE_CONFIG = '''\
 # max_job_bytes = 1048576        # a dropped or submitted job file
 # max_result_bytes = 1048576     # a job's result; larger fails the attempt
 # max_log_bytes = 104857600      # a job's log; past it output is cut with a marker line
+# isolation = "pool"    # handlers: warm pre-forked children ("fork": a fresh fork per attempt)
+# max_jobs_per_child = 1000      # attempts a pool child runs before it is replaced
+# max_child_rss_bytes = 536870912   # a pool child past this resident size is replaced
 # retention = "30d"     # done/, dead/ and logs/ are purged after this
 
 # A job type that runs a program directly (never through a shell). Args arrive as JSON on

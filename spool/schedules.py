@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from collections.abc import Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
-
-from croniter import croniter
 
 from spool.config import Schedule
 from spool.timeutil import UTC
@@ -27,7 +26,7 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
     if schedule.cron:
         zone = ZoneInfo(schedule.timezone)
         start = after.astimezone(zone)
-        it = croniter(schedule.cron, start)
+        it = _croniter()(schedule.cron, start)
         while True:
             fire: datetime = it.get_next(datetime)
             # when clocks fall back a wall time happens twice: fire at the first one only
@@ -68,7 +67,7 @@ def _backwards(schedule: Schedule, now: datetime) -> Iterator[datetime]:
     elif schedule.cron:
         zone = ZoneInfo(schedule.timezone)
         ceiling = now.replace(microsecond=0) + timedelta(seconds=1)
-        it = croniter(schedule.cron, ceiling.astimezone(zone))
+        it = _croniter()(schedule.cron, ceiling.astimezone(zone))
         newer: datetime | None = None
         while True:
             fire = it.get_prev(datetime)
@@ -93,3 +92,11 @@ def due_fires(schedule: Schedule, last: datetime, now: datetime) -> list[datetim
     if schedule.catchup == "latest" or now - newest <= ON_TIME:
         return [newest]
     return []
+
+
+def _croniter() -> Any:
+    """croniter, imported on first use: importing it runs `file -b` on the interpreter (a fork
+    and exec, in croniter's 32-bit check), a cost every worker start would pay for nothing."""
+    from croniter import croniter
+
+    return croniter

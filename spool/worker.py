@@ -291,6 +291,7 @@ class Worker:
         for job_id in self.attempts.unsettled:
             log.error("job %s could not be settled before exit: recovery will requeue it",
                       job_id)
+        self.attempts.close()
         try:
             with self.ledger.locked() as ledger:
                 ledger.workers.pop(str(self.pid), None)

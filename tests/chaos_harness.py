@@ -381,8 +381,9 @@ class TaskWatcher(threading.Thread):
         self.partial = b""
         self.starts: dict[tuple, dict] = {}
         self.ends: dict[tuple, dict] = {}
-        self.deaths: dict[tuple, tuple[float, str]] = {}
+        self.deaths: dict[tuple, tuple[float, str]] = {}  # by process: (pid, pstart)
         self.fds: dict[int, tuple] = {}
+        self.watched: set[tuple] = set()
         self.bad_lines: list[str] = []
         self.poller = select.poll()
         self.stopping = threading.Event()
@@ -418,13 +419,15 @@ class TaskWatcher(threading.Thread):
         for line in lines:
             try:
                 record = json.loads(line)
-                key = (record["pid"], record["pstart"])
+                key = run_key(record)
             except (ValueError, KeyError, TypeError):
                 self.bad_lines.append(line.decode(errors="replace"))
                 continue
             if record.get("ev") == "start":
                 self.starts[key] = record
-                self._watch(key, now)
+                if key[:2] not in self.watched:  # a pool child runs attempt after attempt
+                    self.watched.add(key[:2])
+                    self._watch(key[:2], now)
             else:
                 self.ends[key] = record
 
@@ -805,8 +808,14 @@ class Check:
     figures: dict = field(default_factory=dict)
 
 
+def run_key(record: dict) -> tuple:
+    """A run: (pid, process start, job, attempt). The process alone is not enough: a handler
+    pool child runs one attempt after another."""
+    return record["pid"], record["pstart"], record["job"], record["attempt"]
+
+
 def read_ledger(path: Path) -> tuple[dict[tuple, dict], dict[tuple, dict], list[str]]:
-    """Start and end lines by task (pid, process start), and the lines that do not parse."""
+    """Start and end lines by run (`run_key`), and the lines that do not parse."""
     starts: dict[tuple, dict] = {}
     ends: dict[tuple, dict] = {}
     bad = []
@@ -817,7 +826,7 @@ def read_ledger(path: Path) -> tuple[dict[tuple, dict], dict[tuple, dict], list[
     for line in lines:
         try:
             record = json.loads(line)
-            key = (record["pid"], record["pstart"])
+            key = run_key(record)
         except (ValueError, KeyError, TypeError):
             bad.append(line.decode(errors="replace"))
             continue
@@ -832,8 +841,8 @@ def executions(starts: dict[tuple, dict], ends: dict[tuple, dict],
         end = ends.get(key)
         if end is not None:
             stop, kind, ok = end["mono"], "end", bool(end.get("ok"))
-        elif key in deaths:
-            stop, kind, ok = deaths[key], "killed", None
+        elif key[:2] in deaths:  # its process died before the run's end
+            stop, kind, ok = deaths[key[:2]], "killed", None
         else:
             stop, kind, ok = end_of_run, "alive", None
         found.append(Execution(start["job"], start["type"], start["attempt"], start["host"],
@@ -1265,7 +1274,8 @@ def check_daemons(ctx: Context) -> Check:
                          "log": exit_["log_tail"]})
     problems += [{"did not stop on SIGTERM": name} for name in record.not_stopped]
     for pid, pstart in record.alive_after:
-        start = ctx.starts.get((pid, pstart), {})
+        start = max((record for key, record in ctx.starts.items() if key[:2] == (pid, pstart)),
+                    key=lambda record: record["mono"], default={})
         problems.append({"task alive after shutdown": start.get("job"), "pid": pid,
                          "attempt": start.get("attempt"), "host": start.get("host")})
     problems += [{"clean-up failed": c} for c in record.cleanup if c["exit"] != 0]

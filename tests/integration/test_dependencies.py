@@ -149,11 +149,13 @@ def test_submit_many_may_name_a_batchmate(spool):
 def test_purged_dependency_blocks_until_cancelled(spool):
     first = cli(spool, "submit", "noop")
     second = cli(spool, "submit", "noop", "--after-any", first, "--delay", "2s")
-    cli(spool, "submit", "noop", "--delay", "2s")  # due with it, and runs
+    third = cli(spool, "submit", "noop", "--delay", "2s")  # due soon after it, and runs
     burst(spool)
     assert state_files(spool)["done"] == [first]
     cli(spool, "purge", "done", "--yes")
-    wait_until(lambda: "due since" in cli(spool, "explain", second), 30, "second to be due")
+    # the third was submitted a CLI start later than the second: wait for both to be due
+    wait_until(lambda: all("due since" in cli(spool, "explain", job) for job in (second, third)),
+               30, "second and third to be due")
     burst(spool)
     assert state_files(spool)["pending"] == [second]   # third ran; second cannot
     doc = json.loads(cli(spool, "explain", second, "--json"))

@@ -137,3 +137,22 @@ def test_schedule_args_must_be_json(args):
     text = JOB + schedule("s", f'every = "1m"\nargs = {args}')
     with pytest.raises(ConfigError, match=r"schedules.s.args'.*not a JSON value"):
         parse_config(text, P)
+
+
+def test_isolation_and_pool_limits():
+    config = parse_config('[jobs.h]\nhandler = "m:f"\n[jobs.f]\nhandler = "m:f"\n'
+                          'isolation = "fork"\n', P)
+    assert (config.defaults.isolation, config.jobs["h"].isolation) == ("pool", "pool")
+    assert config.jobs["f"].isolation == "fork"
+    assert (config.defaults.max_jobs_per_child, config.defaults.max_child_rss_bytes) == \
+        (1000, 512 << 20)
+    forked = parse_config('[defaults]\nisolation = "fork"\nmax_jobs_per_child = 5\n'
+                          '[jobs.h]\nhandler = "m:f"\n', P)
+    assert forked.jobs["h"].isolation == "fork" and forked.defaults.max_jobs_per_child == 5
+    for text, key in (('[defaults]\nisolation = "thread"', "defaults.isolation"),
+                      ("[defaults]\nmax_jobs_per_child = 0", "defaults.max_jobs_per_child"),
+                      ("[defaults]\nmax_child_rss_bytes = 10", "defaults.max_child_rss_bytes"),
+                      ('[jobs.c]\ncommand = ["true"]\nisolation = "fork"', "jobs.c.isolation")):
+        with pytest.raises(ConfigError, match=f"key '{key}'"):
+            parse_config(text, P)
+    assert "isolation" in SAMPLE_CONFIG and "max_jobs_per_child" in SAMPLE_CONFIG

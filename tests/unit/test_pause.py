@@ -47,3 +47,28 @@ def test_names_are_checked_against_the_config():
         markers_for(config, hosts=("../x",))
     with pytest.raises(InvalidInput, match="nothing named"):
         markers_for(config)
+
+
+def test_a_reused_listing_never_hides_a_change(tmp_path, monkeypatch):
+    import os
+
+    from conftest import make_spool
+
+    from spool import Spool, pause
+    from spool.pause import read_pauses
+
+    sp = Spool(make_spool(tmp_path / "spool"), host="a")
+    paused = sp.layout.paused
+    paused.mkdir(exist_ok=True)
+    old = os.lstat(paused).st_mtime_ns - 3600 * 10**9 + 1  # an hour ago: cached
+    os.utime(paused, ns=(old, old))
+    assert read_pauses(sp) == Pauses()
+    listed = []
+    monkeypatch.setattr(pause.os, "listdir", lambda fd: listed.append(fd) or [])
+    assert read_pauses(sp) == Pauses() and listed == []  # one lstat, no listing
+    monkeypatch.undo()
+    (paused / "job.noop").touch()
+    os.utime(paused, ns=(old, old))  # the same mtime again: the ctime still moved
+    assert read_pauses(sp).job("noop")
+    (paused / "job.noop").unlink()  # changed just now: listed again, whatever the clock
+    assert read_pauses(sp) == Pauses()

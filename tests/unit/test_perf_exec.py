@@ -48,11 +48,11 @@ def test_names_with_a_slash_and_relative_path_entries_are_left_to_execvp(tmp_pat
 def run(argv: list[str], path: str) -> int:
     read, write = os.pipe()
     try:
-        popen = start_command(argv, {"PATH": path}, write, None)
+        pid, popen = start_command(argv, {"PATH": path}, write, None)
     finally:
         os.close(write)
     os.close(read)
-    return popen.wait()
+    return popen.wait() if popen else os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def test_a_program_moved_since_it_was_found_is_searched_again(tmp_path):
@@ -87,3 +87,22 @@ def test_no_result_file_means_no_unlink(tmp_path, monkeypatch):
     (tmp_path / "result").write_text("[1]")
     assert read_result(tmp_path / "result", 100) == ([1], None)
     assert calls == [tmp_path / "result"]
+
+
+def test_descriptors_are_sealed_again_after_an_import(monkeypatch):
+    """A C extension imported for a handler may open an inheritable descriptor: the next start
+    seals it, as it sealed those the worker inherited at its exec."""
+    import sys
+    import types
+
+    from spool import execution
+
+    assert execution.seal_descriptors()
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.set_inheritable(fd, True)
+        assert execution.seal_descriptors() and os.get_inheritable(fd)  # nothing imported
+        monkeypatch.setitem(sys.modules, "spool_test_imported", types.ModuleType("x"))
+        assert execution.seal_descriptors() and not os.get_inheritable(fd)
+    finally:
+        os.close(fd)
