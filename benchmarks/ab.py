@@ -7,7 +7,8 @@ Each round runs, for each side, the create+write+rename floor, `submit` and `sub
 (durable=false) and a `worker --burst` drain of `true` jobs (1 process, capacity 4), each in a
 fresh interpreter that imports that side's `spool`. `--more` adds a capacity-1 drain, the
 enqueue → start latency of an idle worker (p50/p99 of `--samples`) and the burst drain of 1,000
-due jobs among `--pending` others due tomorrow, over the same drain alone (1.0: flat). Prints
+due jobs among `--pending` others due tomorrow, over the same drain alone (1.0: flat), by the
+wall clock and by the CPU time of the worker and its jobs (`scale_ratio_cpu`). Prints
 the best figure of each side (the lowest for a delay), their ratio B/A, the median of the
 rounds' own B/A ratios (the figure to trust on a machine whose speed swings), and JSON.
 """
@@ -39,28 +40,34 @@ print(json.dumps({
 }))
 """
 MORE = """
-import json, os, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import bench
 where, jobs, samples, pending = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 
-def drain(sp, due, capacity):
+def drain(sp, due, capacity, cpu=False):
+    # jobs per second of a burst worker (cpu: per CPU second of it and its jobs, which other
+    # processes on a shared machine disturb far less than the wall clock)
     bench.fill(sp, due)
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "spool.cli", "--spool", str(sp.path), "--host", "bench",
                     "worker", "--burst", "--capacity", str(capacity)], check=True,
                    stderr=subprocess.DEVNULL)
-    return due / (time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return due / (used if cpu else time.perf_counter() - start)
 
 big = bench.make(where / "big")
 bench.fill(big, pending - 1000, future=True)
+small_cpu = bench.make(where / "small_cpu")
 p50, p99 = bench.latency(where, samples)
 print(json.dumps({
     "true_cap1_per_s": drain(bench.make(where / "one"), jobs, 1),
     "latency_p50_ms": p50,
     "latency_p99_ms": p99,
     "scale_ratio": drain(big, 1000, 1) / drain(bench.make(where / "small"), 1000, 1),
+    "scale_ratio_cpu": drain(big, 1000, 1, True) / drain(small_cpu, 1000, 1, True),
 }))
 """
 

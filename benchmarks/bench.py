@@ -167,18 +167,12 @@ def claim_rate(where: Path, pending: int, claims: int) -> float:
 
 
 def worker_memory(where: Path, pending: int) -> float:
+    """Peak RSS (MB) of a worker over `pending` jobs due tomorrow (memory.py: 1,000,000)."""
+    from memory import worker_memory as measure
+
     sp = make(where / "mem")
     fill(sp, pending, future=True)
-    worker = subprocess.Popen([sys.executable, "-m", "spool.cli", "--spool", str(sp.path),
-                               "--host", "bench", "worker", "--capacity", "1"],
-                              stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(4)
-        status = Path(f"/proc/{worker.pid}/status").read_text()
-        return int(status.split("VmHWM:")[1].split()[0]) / 1024
-    finally:
-        worker.terminate()
-        worker.wait()
+    return measure(sp.path)[0]
 
 
 def main() -> None:

@@ -6,11 +6,12 @@ claim costs the same with 100 or 100,000 jobs waiting. It is refreshed from a li
 runs dry or every `refresh` seconds, and fed names from inotify in between. The view of one
 worker can be stale: a job another worker of this host recorded in the ledger is theirs, even
 when our claiming rename reports ENOENT with the destination in place.
+
+The names are packed (`spool.packednames`, 27 bytes each): 1,000,000 fit a worker's memory.
 """
 
 from __future__ import annotations
 
-import bisect
 import errno
 import fcntl
 import logging
@@ -20,17 +21,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 
 from spool.allow import carry_owner
 from spool.dependencies import DependencyPass, dependencies
 from spool.errors import InvalidInput
-from spool.files import list_names
+from spool.files import iter_names
 from spool.job import normalize
 from spool.layout import is_temporary_name, parse_pending_name
 from spool.ledger import Ledger
 from spool.limits import Limits, Token
 from spool.limitspec import PoolRef, pools_of
+from spool.packednames import SortedNames
 from spool.parking import Parking, reopen_parked
 from spool.recovery import settle
 from spool.store import Store
@@ -88,78 +90,79 @@ class PendingView:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.names: list[str] = []
+        self.names = SortedNames()
         self.drops: dict[str, None] = {}  # an ordered set: a burst of thousands stays cheap
         self.info: dict[str, JobInfo] = {}
-        self.ids: set[str] = set()  # of `names`: is a dependency pending? (spool.dependencies)
         self.refreshed_at = float("-inf")
         self.parked = Parking()  # names waiting for a full limit pool, out of the walk
 
+    @property
+    def ids(self) -> Container[str]:
+        """The ids of `names`: is a dependency pending? (spool.dependencies)"""
+        return self.names.ids
+
     def refresh(self, monotonic_now: float) -> None:
-        names, drops, ids = [], [], set()
-        for name in list_names(self.store.layout.pending):
-            if parsed := parse_pending_name(name):
-                names.append(name)
-                ids.add(parsed.id)
-            elif not is_temporary_name(name):
+        drops: list[str] = []
+
+        def keep(name: str) -> bool:  # a name that does not pack: canonical, or a drop
+            if parse_pending_name(name):
+                return True
+            if not is_temporary_name(name):
                 drops.append(name)
-        names.sort()
+            return False
+
+        # the old names go first (27 MB at 1,000,000 pending): a listing that fails leaves
+        # the view empty, and the next step lists again
+        self.names = SortedNames()
+        names = SortedNames(iter_names(self.store.layout.pending), keep)
         self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
-        self.ids = ids
         if self.info:
-            present = set(names)
-            self.info = {n: i for n, i in self.info.items() if n in present}
-        self.names = self.parked.unparked(self.names)
+            self.info = {n: i for n, i in self.info.items() if n in names}
+        self.parked.unparked(self.names)
 
     def add(self, name: str) -> None:
         """A name reported by inotify."""
-        if parsed := parse_pending_name(name):
-            index = bisect.bisect_left(self.names, name)
-            if index == len(self.names) or self.names[index] != name:
-                self.names.insert(index, name)
-                self.ids.add(parsed.id)
+        if parse_pending_name(name):
+            self.names.add(name)
         elif not is_temporary_name(name):
             self.drops[name] = None
 
     def park(self, name: str, pool: PoolRef) -> None:
         """Set aside a name whose pool is full, keeping what was read of it."""
-        index = bisect.bisect_left(self.names, name)
-        if index < len(self.names) and self.names[index] == name:
-            del self.names[index]
+        self.names.discard(name)
         self.parked.add(pool, name)
 
     def remove(self, name: str) -> None:
-        index = bisect.bisect_left(self.names, name)
-        if index < len(self.names) and self.names[index] == name:
-            del self.names[index]
-            if parsed := parse_pending_name(name):
-                self.ids.discard(parsed.id)
+        self.names.discard(name)
         self.info.pop(name, None)
 
     def due(self, now: datetime) -> Iterator[str]:
         """Names due at `now`, in claim order; within each priority, due ones come first."""
         stamp = due_stamp(now)
-        index = 0
-        while index < len(self.names):
-            name = self.names[index]
+        name = self.names.first()
+        while name is not None:
             if name[2:25] <= stamp:
                 yield name
-                # the caller may have removed `name`: step past it either way
-                if index < len(self.names) and self.names[index] == name:
-                    index += 1
+                # the caller may have removed `name`: the walk goes on after it either way
+                name = self.names.following(name)
             elif name[0] == "9":
                 return
             else:  # the rest of this priority is in the future: skip to the next one
-                index = bisect.bisect_left(self.names, f"{int(name[0]) + 1}-")
+                name = self.names.first_of_priority(int(name[0]) + 1)
 
     def next_due(self, now: datetime) -> str | None:
         """The earliest DUE stamp still in the future (for how long to sleep)."""
         stamp, names = due_stamp(now), self.names
-        future = []
-        for priority in "0123456789":  # each priority's first future name, by bisection
-            index = bisect.bisect_right(names, f"{priority}-{stamp}-\x7f")
-            if index < len(names) and names[index][0] == priority:
-                future.append(names[index][2:25])
+        future, priority = [], 0
+        while priority <= 9:  # each priority's first future name, by bisection
+            name = names.first_due_after(priority, stamp)
+            if name is None:
+                break
+            if int(name[0]) == priority:
+                future.append(name[2:25])
+                priority += 1
+            else:  # no name of the priorities between: skip them
+                priority = int(name[0])
         return min(future) if future else None
 
     def job_info(self, name: str) -> JobInfo | None:

@@ -18,7 +18,7 @@ longer is (its dependency came back, or it left pending/): once per host, not ev
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -108,7 +108,7 @@ class DependencyPass:
     """The dependencies one claim pass looks at, each judged once (call under the host lock:
     `finish` writes the ledger's `blocked`)."""
 
-    def __init__(self, store: Store, pending_ids: set[str],
+    def __init__(self, store: Store, pending_ids: Container[str],
                  known_missing: Iterable[str] = ()) -> None:
         self.store = store
         self.pending_ids = pending_ids  # the ids of the claimer's view of pending/

@@ -16,6 +16,7 @@ from spool.limitspec import PoolRef
 
 if TYPE_CHECKING:
     from spool.claim import PendingView
+    from spool.packednames import SortedNames
     from spool.store import Store
 
 
@@ -44,20 +45,20 @@ class Parking:
         self.names.difference_update(taken)
         return taken
 
-    def unparked(self, names: list[str]) -> list[str]:
-        """`names` (a fresh listing) without the parked ones; parked names not in it are gone
-        and forgotten."""
+    def unparked(self, names: SortedNames) -> None:
+        """Take the parked names out of `names` (a fresh listing); parked names not in it are
+        gone and forgotten."""
         if not self.names:
-            return names
-        present = set(names)
+            return
         for pool in list(self.by_pool):
-            kept = [name for name in self.by_pool[pool] if name in present]
+            kept = [name for name in self.by_pool[pool] if name in names]
             if kept:
                 self.by_pool[pool] = kept
             else:
                 del self.by_pool[pool]
-        self.names &= present
-        return [name for name in names if name not in self.names]
+        self.names = {name for name in self.names if name in names}
+        for name in self.names:
+            names.discard(name)
 
 
 def reopen_parked(store: Store, view: PendingView) -> None:

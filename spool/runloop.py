@@ -20,8 +20,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
-from spool.inotify import make_watcher
-
 if TYPE_CHECKING:
     from spool.output import Output
     from spool.pool import Child
@@ -63,10 +61,9 @@ class Loop:
         self.replies: dict[int, Child] = {}
 
     def add_watcher(self) -> None:
-        worker = self.worker
-        worker.watcher = make_watcher(worker.store.layout.pending, worker.store.layout.cancel)
-        if worker.watcher:
-            self.selector.register(worker.watcher.fd, selectors.EVENT_READ, "watch")
+        fd = self.worker.feed.watch()
+        if fd is not None:
+            self.selector.register(fd, selectors.EVENT_READ, "watch")
 
     def wait(self, timeout: float, full: bool = False) -> bool:
         """Wait up to `timeout` for a wake-up (`full`: for the whole of it, unless a stop is
@@ -88,7 +85,7 @@ class Loop:
                     woken = True
                 else:
                     woken = True
-                    self.worker.take_events()
+                    self.worker.feed.take_events()
             if time.monotonic() >= deadline or (woken and (not full or self.worker.stopping)):
                 return woken
 
@@ -128,8 +125,7 @@ class Loop:
         self.selector.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
-        if self.worker.watcher:
-            self.worker.watcher.close()
+        self.worker.feed.close()
 
 
 def start_worker(worker: Worker, loop: Loop, clock: Callable[[], datetime]) -> bool:

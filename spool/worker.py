@@ -3,7 +3,8 @@
 One worker process runs several attempts at once, each a child in its own process group
 (`spool.attempts`). `step(now)` is one iteration — collect ended attempts and settle them,
 enforce timeouts, cancel requests, ownership and heartbeats, adopt drops for a bounded time,
-claim what fits — and `run()` loops it (`spool.runloop`). Liveness: the worker holds an flock on
+claim what fits — and `run()` loops it (`spool.runloop`). Its view of pending/ is kept current
+by `spool.feed`. Liveness: the worker holds an flock on
 each processing file it runs; this host's orphans (flock free) are recovered at start and on
 every heartbeat. Nothing is claimed or recovered while `processing/<host>`, or a directory the
 worker writes into, is not a real directory (a link a group member planted would send job files
@@ -26,18 +27,16 @@ from spool.api import Spool
 from spool.attempts import Attempts, Running
 from spool.claim import Claimed, PendingView, claim_due
 from spool.config import Config
-from spool.dependencies import check_dependencies
-from spool.drops import adopt_pass
 from spool.errors import SpoolError
 from spool.execpath import forget as forget_programs
-from spool.inotify import Watcher
+from spool.feed import PendingFeed
 from spool.ledger import HostLedger, Ledger, task_alive
 from spool.notify import Notifier
 from spool.orphans import host_dir_ok, make_host_dir, recover_orphans
 from spool.pause import Pauses, read_pauses
 from spool.parking import unpark_all
 from spool.recovery import recover_holds
-from spool.timeutil import due_stamp, format_time, parse_due
+from spool.timeutil import format_time
 
 if TYPE_CHECKING:
     from spool.runloop import Companion
@@ -62,7 +61,7 @@ class Worker:
         self.burst = burst
         self.pid = os.getpid()
         self.ledger = HostLedger(self.store.layout, spool.host, self.config.defaults.durable)
-        self.view = PendingView(self.store)
+        self.feed = PendingFeed(self.store)  # the view of pending/ and its inotify watcher
         self.attempts = Attempts(self.store, self.pid, spool.clock)
         self.stopping = False
         self.stop_at: float | None = None
@@ -71,7 +70,6 @@ class Worker:
         self.notifier = Notifier()
         self.beat_at = 0.0
         self.companions = companions or []
-        self.watcher: Watcher | None = None
         self.hints: dict[tuple[str, object], object] = {}  # started_at of pruned entries
         self.paused_seen = False  # the last claim pass found this host or job types paused
         self.record_at: float | None = None  # when started tasks' pids must be in the ledger
@@ -80,6 +78,10 @@ class Worker:
     @property
     def running(self) -> dict[str, Running]:
         return self.attempts.running
+
+    @property
+    def view(self) -> PendingView:
+        return self.feed.view
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -167,19 +169,15 @@ class Worker:
             if not busy:
                 log.info("drain complete: no job running, stopping")
             return busy
-        self.adopt(now)
-        since = mono - self.view.refreshed_at
-        if since > min(self.config.defaults.poll, 1.0) and (
-                since > self.config.defaults.refresh or not self.view.names
-                or self.watcher is None or self.watcher.overflowed):
-            self._refresh(mono)  # without (complete) inotify, new names come from listings
+        self.feed.adopt(now)
+        self.feed.refresh_if_stale(mono)
         self._guarded("claim", lambda: self.claim_and_start(now))
         if self.record_at is not None and time.monotonic() >= self.record_at:
             self._guarded("ledger", self.sync_ledger)
         if mono - self.beat_at >= self.config.defaults.heartbeat:
             self._guarded("heartbeat", lambda: self.beat(now, mono))
         idle = not self.running and not self.attempts.unsettled
-        return not (self.burst and idle and not self._anything_due(now))
+        return not (self.burst and idle and not self.feed.anything_due(now, self.ledger))
 
     def _guarded(self, what: str, action: Callable[[], None]) -> None:
         """One phase of a step: a filesystem fault is logged and the step goes on, so that a
@@ -194,60 +192,6 @@ class Worker:
         if isinstance(exc, OSError) and exc.filename is None:
             return f"{self.store.layout.root}: {exc}"
         return str(exc)
-
-    def adopt(self, now: datetime) -> bool:
-        """Adopt drops for at most a quarter of a heartbeat (docs/protocol.md, Slots and Liveness:
-        a burst of thousands of drops must not delay heartbeats); the rest waits for the next step.
-        True when drops are left for it."""
-        if not self.view.drops:
-            return False
-        until = time.monotonic() + max(0.02, self.config.defaults.heartbeat / 4)
-        _, left = adopt_pass(self.store, now, list(self.view.drops), until)
-        self.view.drops = dict.fromkeys(left)
-        if not left:
-            self.view.refresh(time.monotonic())
-            self.view.drops = {}  # what is left was seen just now (young or taken): later
-        return bool(self.view.drops)
-
-    def take_events(self) -> None:
-        """Add the names inotify reported in pending/ to the view."""
-        for directory, name in self.watcher.read() if self.watcher else ():
-            if directory == self.store.layout.pending:
-                self.view.add(name)
-
-    def _refresh_unless_watched(self) -> None:
-        """Bring the view up to date: from inotify's events when they are complete (a
-        listing of 100,000 names per idle moment would make a burst cost grow with pending/),
-        from a listing without inotify, after lost events, or `refresh` seconds after the
-        last one."""
-        mono = time.monotonic()
-        self.take_events()
-        if self.watcher is None or self.watcher.overflowed \
-                or mono - self.view.refreshed_at > self.config.defaults.refresh:
-            self._refresh(mono)
-
-    def _refresh(self, mono: float) -> None:
-        if self.watcher:
-            self.watcher.overflowed = False  # the listing sees what the lost events said
-        self.view.refresh(mono)
-
-    def _anything_due(self, now: datetime) -> bool:
-        self._refresh_unless_watched()
-        if self.adopt(now):
-            return True
-        pauses = read_pauses(self.store)  # paused work does not keep a burst worker
-        if pauses.host(self.spool.host):
-            return False
-        unpark_all(self.view)  # waiting for a limit token is waiting for running work
-        with self.ledger.locked() as ledger:
-            for name in self.view.due(now):
-                info = self.view.job_info(name)
-                if info is None:  # taken by another worker since the view saw it
-                    self.view.remove(name)
-                elif info.slots <= ledger.capacity and not pauses.job(info.job) and (
-                        not info.after or check_dependencies(self.store, info.after)):
-                    return True
-        return False
 
     def claim_and_start(self, now: datetime) -> None:
         """Claim what fits under the host lock, then start each claimed attempt."""
@@ -322,18 +266,7 @@ class Worker:
         if self.record_at is not None:
             waits.append(self.record_at - mono)
         waits.extend(companion.due_at - mono for companion in self.companions)
-        if self.view.drops and not self.stopping:
-            waits.append(0.0)  # a bounded adoption pass left some for the next step
-        due = self.view.next_due(now)
-        if due:
-            waits.append((parse_due(due) - now).total_seconds())
-        if self.view.names and self.view.names[0][2:25] <= due_stamp(now):
-            # due work but no free slot: another worker of this host holds them; look again
-            # (due work held back by a pause waits for a resume: a poll interval is enough)
-            waits.append(self.config.defaults.poll if self.paused_seen
-                         else min(self.config.defaults.poll, 0.05))
-        if self.watcher is None or not self.view.names or self.view.parked:
-            waits.append(self.config.defaults.poll)  # a pool freed on another host: look
+        waits.extend(self.feed.waits(now, self.paused_seen, self.stopping))
         return max(0.0, min(waits))
 
     # -- the loop ------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from spool import Spool
 from spool.claim import PendingView
-from spool.inotify import make_watcher
 from spool.layout import pending_name
+from spool.packednames import SortedNames
 from spool.timeutil import UTC, due_stamp
 from spool.worker import Worker
 
@@ -25,7 +25,7 @@ NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
                           st.from_regex(r"[a-z0-9]{4,8}", fullmatch=True)), max_size=40))
 def test_next_due_is_the_earliest_future_stamp(jobs):
     view = PendingView(None)  # type: ignore[arg-type]
-    view.names = sorted({pending_name(priority, NOW + timedelta(seconds=shift), job_id)
+    view.names = SortedNames({pending_name(priority, NOW + timedelta(seconds=shift), job_id)
                          for priority, shift, job_id in jobs})
     future = [name[2:25] for name in view.names if name[2:25] > due_stamp(NOW)]
     assert view.next_due(NOW) == (min(future) if future else None)
@@ -35,8 +35,7 @@ def test_next_due_is_the_earliest_future_stamp(jobs):
 def worker(tmp_path):
     sp = Spool(make_spool(tmp_path / "spool"), host="h1", clock=lambda: NOW)
     worker = Worker(sp, capacity=1, burst=True)
-    worker.watcher = make_watcher(sp.store.layout.pending, sp.store.layout.cancel)
-    if worker.watcher is None:
+    if worker.feed.watch() is None:
         pytest.skip("no inotify here")
     worker.start(NOW)
     listings = []
@@ -44,37 +43,37 @@ def worker(tmp_path):
     worker.view.refresh = lambda mono: (listings.append(mono), refresh(mono))  # type: ignore
     worker.listings = listings  # type: ignore[attr-defined]
     yield worker
-    worker.watcher.close()
+    worker.feed.close()
 
 
 def test_an_idle_burst_worker_does_not_list_pending(worker):
     worker.spool.submit("noop", at=NOW + timedelta(days=1))
-    assert not worker._anything_due(NOW)
-    assert not worker._anything_due(NOW)
+    assert not worker.feed.anything_due(NOW, worker.ledger)
+    assert not worker.feed.anything_due(NOW, worker.ledger)
     assert worker.listings == []
 
 
 def test_a_burst_worker_sees_a_new_due_job_through_inotify(worker):
-    assert not worker._anything_due(NOW)
+    assert not worker.feed.anything_due(NOW, worker.ledger)
     worker.spool.submit("noop")
-    assert worker._anything_due(NOW)
+    assert worker.feed.anything_due(NOW, worker.ledger)
     assert worker.listings == []
 
 
 def test_lost_events_make_the_burst_worker_list_pending(worker):
     worker.spool.submit("noop")
-    worker.watcher.read()  # the event is consumed and lost, as in a queue overflow
-    worker.watcher.overflowed = True
-    assert worker._anything_due(NOW)
-    assert len(worker.listings) == 1 and not worker.watcher.overflowed
+    worker.feed.watcher.read()  # the event is consumed and lost, as in a queue overflow
+    worker.feed.watcher.overflowed = True
+    assert worker.feed.anything_due(NOW, worker.ledger)
+    assert len(worker.listings) == 1 and not worker.feed.watcher.overflowed
 
 
 def test_a_name_taken_by_another_worker_leaves_the_view(worker):
     worker.spool.submit("noop")
-    worker.take_events()
+    worker.feed.take_events()
     [name] = worker.view.names
     (worker.store.layout.pending / name).unlink()  # claimed and moved on elsewhere
-    assert not worker._anything_due(NOW)
+    assert not worker.feed.anything_due(NOW, worker.ledger)
     assert worker.view.names == []
 
 
