@@ -91,7 +91,12 @@ class PendingFeed:
             # due work but no free slot: another worker of this host holds them; look again
             # (due work held back by a pause waits for a resume: a poll interval is enough)
             waits.append(poll if paused_seen else min(poll, 0.05))
-        if self.watcher is None or not view.names or view.parked:
+        if (self.watcher is None or not view.names) and not stopping:
+            # new names come from listings: the next is due a poll after the last, however
+            # often the worker woke in between (a job's end, a heartbeat), or a job submitted
+            # on another host waited up to two polls
+            waits.append(max(0.0, view.refreshed_at + poll - time.monotonic()) + 0.001)
+        elif view.parked or self.watcher is None or not view.names:
             waits.append(poll)  # a pool freed on another host: look
         return waits
 

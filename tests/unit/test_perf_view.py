@@ -92,3 +92,23 @@ def test_a_queue_overflow_is_noted(tmp_path):
     assert watcher.read() == [] and watcher.overflowed
     os.close(write)
     watcher.close()
+
+
+def test_without_inotify_the_next_listing_is_due_a_poll_after_the_last(tmp_path):
+    # a worker woken in between (a job's end, a heartbeat) must not push the next listing a
+    # whole poll further: on NFS a job submitted on another host would wait up to two polls
+    import time as clock
+    from datetime import datetime
+
+    from spool import Spool
+    from spool.feed import PendingFeed
+    from spool.timeutil import UTC
+
+    spool = Spool(make_spool(tmp_path / "spool"), host="h")
+    feed = PendingFeed(spool.store)  # never watched: as on a network filesystem
+    poll = spool.config.defaults.poll
+    feed.view.refresh(clock.monotonic() - 0.75 * poll)
+    wait = min(feed.waits(datetime.now(UTC), False, False))
+    assert wait <= 0.25 * poll + 0.01, wait
+    feed.view.refresh(clock.monotonic() - 2 * poll)  # overdue: at once
+    assert min(feed.waits(datetime.now(UTC), False, False)) <= 0.01
