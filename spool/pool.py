@@ -179,16 +179,16 @@ class HandlerPool:
             child.sock.close()
             self.leaving.append(child.pid)
         self.idle.clear()
-        deadline = time.monotonic() + CLOSE_WAIT
-        while self.leaving and time.monotonic() < deadline:
-            self.reap()
-            if self.leaving:
-                time.sleep(0.005)
+        self._wait_leaving()
         for pid in self.leaving:
             _kill_group(pid)
         for child in list(self.busy.values()):
             self._stop(child)
         self.busy.clear()
+        self._wait_leaving()
+
+    def _wait_leaving(self) -> None:
+        """Reap the children that leave, for at most CLOSE_WAIT seconds."""
         deadline = time.monotonic() + CLOSE_WAIT
         while self.leaving and time.monotonic() < deadline:
             self.reap()

@@ -136,3 +136,12 @@ def state_files(spool: Path) -> dict[str, list[str]]:
 
 def read_job(spool: Path, state: str, job_id: str) -> dict:
     return json.loads((spool / state / f"{job_id}.json").read_text())
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG, make_spool, read_job, spool_cli, start_cli, wait_until
+from conftest import CONFIG, alive, make_spool, read_job, spool_cli, start_cli, wait_until
 
 POOL = CONFIG + """
 [jobs.whoami]
@@ -113,14 +113,6 @@ def outcome(spool: Path, job_id: str) -> dict:
 
 def pids(spool: Path, ids: list[str]) -> list[int]:
     return [outcome(spool, job_id)["result"]["pid"] for job_id in ids]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def children_of(pid: int) -> set[int]:

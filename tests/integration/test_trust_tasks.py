@@ -12,7 +12,7 @@ import subprocess
 import sys
 from datetime import datetime
 
-from conftest import start_cli, state_files, wait_until
+from conftest import alive, start_cli, state_files, wait_until
 from spool import Spool
 from spool.ledger import HostLedger, process_start
 from spool.reaper import Reaper
@@ -23,14 +23,6 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def fake_task(spool_dir, job_id: str, attempt: int) -> subprocess.Popen:
