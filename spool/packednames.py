@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
@@ -143,7 +144,8 @@ class SortedNames:
         self.blocks: list[bytearray] = []
         self.firsts: list[bytes] = []  # the first record of each block
         self.others = sorted(others)  # names that do not pack (ids users gave, cron's ids)
-        self._other_ids = {name[26:-5] for name in self.others}
+        # how many names of each id: a stale view may hold two names of one id
+        self._other_ids = Counter(name[26:-5] for name in self.others)
         for block in runs[0] if len(runs) == 1 else _regroup(merge(runs)):
             self._append_block(block)
 
@@ -236,7 +238,7 @@ class SortedNames:
             if index < len(self.others) and self.others[index] == name:
                 return False
             self.others.insert(index, name)
-            self._other_ids.add(name[26:-5])
+            self._other_ids[name[26:-5]] += 1
             return True
         if not self.blocks:
             self._append_block(bytearray(record))
@@ -263,7 +265,10 @@ class SortedNames:
             if index == len(self.others) or self.others[index] != name:
                 return False
             del self.others[index]
-            self._other_ids.discard(name[26:-5])
+            job_id = name[26:-5]
+            self._other_ids[job_id] -= 1
+            if not self._other_ids[job_id]:
+                del self._other_ids[job_id]
             return True
         if not self.blocks:
             return False
