@@ -112,8 +112,9 @@ class PendingView:
             return False
 
         # the old names go first (27 MB at 1,000,000 pending): a listing that fails leaves
-        # the view empty, and the next step lists again
-        self.names = SortedNames()
+        # the view empty and never listed, so that whoever asks next (a step, a burst
+        # worker's last look) lists again rather than trust it
+        self.names, self.refreshed_at = SortedNames(), float("-inf")
         names = SortedNames(iter_names(self.store.layout.pending), keep)
         self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
         if self.info:

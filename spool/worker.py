@@ -169,8 +169,9 @@ class Worker:
             if not busy:
                 log.info("drain complete: no job running, stopping")
             return busy
-        self.feed.adopt(now)
-        self.feed.refresh_if_stale(mono)
+        # a listing that fails (EACCES, EIO) must not stop heartbeats: the next step lists again
+        self._guarded("adoption", lambda: self.feed.adopt(now))
+        self._guarded("listing", lambda: self.feed.refresh_if_stale(mono))
         self._guarded("claim", lambda: self.claim_and_start(now))
         if self.record_at is not None and time.monotonic() >= self.record_at:
             self._guarded("ledger", self.sync_ledger)

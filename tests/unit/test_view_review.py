@@ -4,13 +4,28 @@ under which the worker stopped doing what it must."""
 
 from __future__ import annotations
 
+import errno
+import time
 from datetime import datetime
 
+from conftest import make_spool
+
+from spool import Spool
 from spool.layout import pending_name
 from spool.packednames import SortedNames
 from spool.timeutil import UTC
+from spool.worker import Worker
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+CONFIG = """
+[defaults]
+heartbeat = "1s"
+poll = "0.2s"
+durable = false
+
+[jobs.sleep]
+command = ["sleep", "{seconds}"]
+"""
 
 
 def test_an_id_given_twice_stays_pending_while_one_of_its_names_is():
@@ -21,3 +36,57 @@ def test_an_id_given_twice_stays_pending_while_one_of_its_names_is():
     view = SortedNames([old, new])
     view.discard(old)
     assert "build" in view.ids
+
+
+def failing_listing(monkeypatch, failures: list[int]):
+    """Make pending/'s listings fail (EIO part way) on the calls numbered in `failures`."""
+    import spool.claim
+
+    real, calls = spool.claim.iter_names, [0]
+
+    def listing(directory):
+        calls[0] += 1
+        if calls[0] in failures:
+            yield from list(real(directory))[:1]
+            raise OSError(errno.EIO, "Input/output error", str(directory))
+        yield from real(directory)
+
+    monkeypatch.setattr(spool.claim, "iter_names", listing)
+    return calls
+
+
+def test_a_listing_that_fails_does_not_stop_heartbeats(tmp_path, monkeypatch):
+    """pending/ unreadable (EACCES, EIO) for longer than a heartbeat: the worker running a job
+    must go on beating, or another host's reaper takes its running job and runs it twice."""
+    sp = Spool(make_spool(tmp_path / "spool", CONFIG), host="h1")
+    job_id = sp.submit("sleep", {"seconds": 60})
+    worker = Worker(sp, capacity=1)
+    worker.start(datetime.now(UTC))
+    try:
+        worker.step(datetime.now(UTC))
+        assert job_id in worker.running
+        failing_listing(monkeypatch, list(range(1, 100)))
+        worker.beat_at = time.monotonic() - 60  # a heartbeat is due
+        worker.view.refreshed_at = float("-inf")  # and a listing
+        try:
+            worker.step(datetime.now(UTC))
+        except OSError:
+            pass  # the loop would log it and carry on: the heartbeat is what matters
+        assert time.monotonic() - worker.beat_at < 30, "no heartbeat while pending/ fails"
+    finally:
+        worker.shutdown(datetime.now(UTC))
+
+
+def test_a_burst_worker_does_not_take_a_failed_listing_for_an_empty_queue(tmp_path,
+                                                                           monkeypatch):
+    """The listing after an adoption fails part way: the view is empty, but three jobs are
+    still pending. The burst worker must list again before it decides nothing is due."""
+    root = make_spool(tmp_path / "spool", CONFIG)
+    sp = Spool(root, host="h1")
+    ids = [sp.submit("sleep", {"seconds": 0}) for _ in range(3)]
+    (root / "pending" / "dropped.json").write_text('{"job": "sleep", "args": {"seconds": 0}}')
+    calls = failing_listing(monkeypatch, [2])  # 1: the first step's; 2: after the adoption
+    assert Worker(sp, capacity=1, burst=True).run() == 0
+    assert calls[0] > 2
+    assert sorted(p.name for p in (root / "done").iterdir()) == sorted(
+        [f"{job_id}.json" for job_id in ids] + ["dropped.json"])
