@@ -217,15 +217,23 @@ class SortedNames:
 
     def _packed_after(self, name: str) -> str | None:
         """The first packed name after `name`, which may be of any canonical shape: records
-        of its priority and due stamp are compared as names, the rest by their packing."""
+        sort as their names do, so they are bisected by name (a scan of the records of one
+        due time would read 1,000,000 of them per name of another shape)."""
         record = pack(name)
         if record is not None:
             found = self._at(record + b"\0")
             return unpack(found) if found is not None else None
-        prefix = _stamp_key(int(name[0]), name[2:25])
-        for found in self._records_from(prefix):
-            if not found.startswith(prefix) or unpack(found) > name:
-                return unpack(found)
+        number = max(0, bisect.bisect_right(self.firsts, name, key=unpack) - 1)
+        for block in self.blocks[number:number + 2]:  # the next block's first is after it
+            low, high = 0, len(block) // RECORD
+            while low < high:
+                middle = (low + high) // 2
+                if unpack(block[middle * RECORD:(middle + 1) * RECORD]) <= name:
+                    low = middle + 1
+                else:
+                    high = middle
+            if low * RECORD < len(block):
+                return unpack(block[low * RECORD:(low + 1) * RECORD])
         return None
 
     # -- what the view asks --------------------------------------------------------------

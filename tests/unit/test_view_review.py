@@ -13,7 +13,7 @@ from conftest import make_spool
 from spool import Spool
 from spool.layout import pending_name
 from spool.packednames import SortedNames
-from spool.timeutil import UTC
+from spool.timeutil import UTC, due_stamp
 from spool.worker import Worker
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -90,3 +90,23 @@ def test_a_burst_worker_does_not_take_a_failed_listing_for_an_empty_queue(tmp_pa
     assert calls[0] > 2
     assert sorted(p.name for p in (root / "done").iterdir()) == sorted(
         [f"{job_id}.json" for job_id in ids] + ["dropped.json"])
+
+
+def test_the_name_after_a_caller_given_id_is_found_by_bisection(monkeypatch):
+    """10,000 jobs submitted for one time (`--at`) and a few of caller-given ids due then too:
+    the walk past each caller-given id read every record of that time (a claim pass over
+    1,000 such ids among 1,000,000 took a quarter of an hour). It bisects."""
+    from spool import packednames
+
+    stamp = due_stamp(NOW)[:-1]
+    names = [pending_name(5, NOW, f"{stamp}-{i:012x}") for i in range(10_000)]
+    users = [pending_name(5, NOW, f"nightly-{i}") for i in range(3)]
+    view = SortedNames(names + users)
+    unpacked = []
+    real = packednames.unpack
+    monkeypatch.setattr(packednames, "unpack", lambda record: unpacked.append(1) or real(record))
+    assert view.following(users[0]) == users[1]
+    assert view.following(pending_name(5, NOW, "0-early")) == names[0]
+    assert view.following(pending_name(5, NOW, f"{stamp}-{5:012x}x")) == names[6]
+    assert view.following(users[2]) is None
+    assert len(unpacked) < 200
