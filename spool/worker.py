@@ -180,7 +180,7 @@ class Worker:
         idle = not self.running and not self.attempts.unsettled
         return not (self.burst and idle and not self.feed.anything_due(now, self.ledger))
 
-    def _guarded(self, what: str, action: Callable[[], None]) -> None:
+    def _guarded(self, what: str, action: Callable[[], object]) -> None:
         """One phase of a step: a filesystem fault is logged and the step goes on, so that a
         full disk never stops heartbeats or the other phases."""
         try:
