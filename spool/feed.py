@@ -21,7 +21,7 @@ from spool.inotify import Watcher, make_watcher
 from spool.parking import unpark_all
 from spool.pause import read_pauses
 from spool.store import Store
-from spool.timeutil import due_stamp, parse_due
+from spool.timeutil import parse_due
 
 if TYPE_CHECKING:
     from spool.ledger import HostLedger
@@ -87,7 +87,7 @@ class PendingFeed:
         due = view.next_due(now)
         if due:
             waits.append((parse_due(due) - now).total_seconds())
-        if view.names and view.names[0][2:25] <= due_stamp(now):
+        if next(view.due(now), None) is not None:  # the first name may be a future one
             # due work but no free slot: another worker of this host holds them; look again
             # (due work held back by a pause waits for a resume: a poll interval is enough)
             waits.append(poll if paused_seen else min(poll, 0.05))

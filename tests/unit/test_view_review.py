@@ -110,3 +110,20 @@ def test_the_name_after_a_caller_given_id_is_found_by_bisection(monkeypatch):
     assert view.following(pending_name(5, NOW, f"{stamp}-{5:012x}x")) == names[6]
     assert view.following(users[2]) is None
     assert len(unpacked) < 200
+
+
+def test_due_work_behind_a_future_job_of_higher_priority_is_looked_at_again_soon(tmp_path):
+    """A job of priority 0 due next year sorts first; a job of priority 5 is due now, but the
+    host's slots are all held by another worker. The worker must look again soon (as it does
+    when the first name is the due one), not sleep until next year's job or a heartbeat."""
+    from types import SimpleNamespace
+
+    from spool.feed import PendingFeed
+
+    sp = Spool(make_spool(tmp_path / "spool", CONFIG), host="h1")
+    feed = PendingFeed(sp.store)
+    feed.watcher = SimpleNamespace(overflowed=False)  # type: ignore[assignment]  # inotify works
+    now = datetime.now(UTC)
+    feed.view.names = SortedNames([pending_name(0, now.replace(year=now.year + 1), "yearly"),
+                                   pending_name(5, now, "now")])
+    assert min(feed.waits(now, paused_seen=False, stopping=False)) <= 0.2
