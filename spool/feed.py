@@ -57,7 +57,7 @@ class PendingFeed:
         defaults = self.store.config.defaults
         since = mono - self.view.refreshed_at
         if since > min(defaults.poll, 1.0) and (
-                since > defaults.refresh or not self.view.names
+                since > defaults.refresh or not (self.view.names or self.view.parked)
                 or self.watcher is None or self.watcher.overflowed):
             self._refresh(mono)  # without (complete) inotify, new names come from listings
 

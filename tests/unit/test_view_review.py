@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import errno
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from conftest import make_spool
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spool import Spool
+from spool.claim import PendingView
 from spool.layout import pending_name
 from spool.packednames import SortedNames
 from spool.timeutil import UTC, due_stamp
@@ -127,3 +130,72 @@ def test_due_work_behind_a_future_job_of_higher_priority_is_looked_at_again_soon
     feed.view.names = SortedNames([pending_name(0, now.replace(year=now.year + 1), "yearly"),
                                    pending_name(5, now, "now")])
     assert min(feed.waits(now, paused_seen=False, stopping=False)) <= 0.2
+
+
+edge_times = st.sampled_from([
+    datetime(1, 1, 1, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), NOW, NOW.replace(microsecond=999999),
+    NOW - timedelta(microseconds=1), NOW + timedelta(microseconds=1), NOW + timedelta(days=1)])
+edge_ids = st.one_of(
+    st.builds(lambda when, token: f"{due_stamp(when)[:-1]}-{token:012x}", edge_times,
+              st.sampled_from([0, 1, 2**48 - 1])),
+    st.sampled_from([f"{due_stamp(NOW)[:-1]}-ABCDEF012345", f"{due_stamp(NOW)[:-1]}-abcdef01234",
+                     f"{due_stamp(NOW)[:-1]}-abcdef0123456", f"{due_stamp(NOW)[:-1]}-abcdef01234g",
+                     f"{due_stamp(NOW)[:-1]}_abcdef012345", "0", "zzz", "A", "nightly.1",
+                     f"{due_stamp(NOW)[:-1]}-abcdef012345.x", "99999999T999999.999999-ffffffffffff"]))
+edge_names = st.lists(st.builds(pending_name, st.integers(0, 9), edge_times, edge_ids),
+                      max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(edge_names, st.lists(st.booleans(), max_size=40), edge_times)
+def test_the_walk_answers_as_a_sorted_list_at_the_edges(names, removals, now):
+    """Due times at the ends of the calendar, ids that almost pack, and names taken out during
+    the walk (claims): the walk yields exactly the due names, in name order, each once."""
+    from spool import packednames
+
+    sizes = packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK
+    packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK = 5, 3, 2
+    try:
+        view = PendingView(None)  # type: ignore[arg-type]
+        view.names = SortedNames(names)
+        expected = sorted(set(names))
+        stamp = due_stamp(now)
+        walked = []
+        for step, name in enumerate(view.due(now)):
+            walked.append(name)
+            if step < len(removals) and removals[step]:
+                view.remove(name)
+        future = [name[2:25] for name in expected if name[2:25] > stamp]
+        assert view.next_due(now) == (min(future) if future else None)
+    finally:
+        packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK = sizes
+    assert walked == [name for name in expected if name[2:25] <= stamp]
+
+
+def test_a_view_whose_names_all_wait_for_a_limit_token_is_not_listed_every_second(tmp_path,
+                                                                                 monkeypatch):
+    """Every pending job waits for a full pool: its names are parked, out of the walk. The
+    view has not run dry: with inotify working, it is listed every `refresh`, not every
+    second (each listing of 1,000,000 parked names took seconds, then parked them again)."""
+    import os
+    from types import SimpleNamespace
+
+    from limitkit import LIMIT_TYPES
+
+    from spool.claim import claim_due
+    from spool.feed import PendingFeed
+    from spool.ledger import Ledger
+
+    sp = Spool(make_spool(tmp_path / "spool", CONFIG + LIMIT_TYPES), host="h1")
+    sp.store.layout.host_processing("h1").mkdir()
+    for _ in range(5):
+        sp.submit("limited")
+    feed = PendingFeed(sp.store)
+    feed.watcher = SimpleNamespace(overflowed=False)  # type: ignore[assignment]
+    feed.refresh_if_stale(100.0)
+    claim_due(sp.store, feed.view, Ledger("h1", 8), datetime.now(UTC), os.getpid(), 100)
+    assert not feed.view.names and len(feed.view.parked.names) == 3
+    calls = failing_listing(monkeypatch, [])
+    feed.refresh_if_stale(105.0)  # 5 s later: past `poll`, well before `refresh`
+    assert calls[0] == 0
