@@ -199,3 +199,16 @@ def test_a_view_whose_names_all_wait_for_a_limit_token_is_not_listed_every_secon
     calls = failing_listing(monkeypatch, [])
     feed.refresh_if_stale(105.0)  # 5 s later: past `poll`, well before `refresh`
     assert calls[0] == 0
+
+
+def test_a_parked_job_is_still_pending_to_its_dependents():
+    """A job waiting for a limit token is parked, out of the walk, but still pending: a job
+    that runs after it must find it in the view's ids, not in a listing of pending/ taken
+    every claim pass (1,000,000 names each second while the pool stays full)."""
+    from spool.limitspec import PoolRef
+
+    view = PendingView(None)  # type: ignore[arg-type]
+    first, dependent = pending_name(5, NOW, "first"), pending_name(5, NOW, "second")
+    view.names = SortedNames([first, dependent])
+    view.park(first, PoolRef("pair"))
+    assert "first" in view.ids and "second" in view.ids and "third" not in view.ids
