@@ -5,6 +5,7 @@ under which the worker stopped doing what it must."""
 from __future__ import annotations
 
 import errno
+import os
 import time
 from datetime import datetime, timedelta
 
@@ -212,3 +213,61 @@ def test_a_parked_job_is_still_pending_to_its_dependents():
     view.names = SortedNames([first, dependent])
     view.park(first, PoolRef("pair"))
     assert "first" in view.ids and "second" in view.ids and "third" not in view.ids
+
+
+op_names = st.builds(pending_name, st.integers(0, 9), edge_times, edge_ids) | st.sampled_from(
+    ["report.json", ".hidden.json", "5-20261231T235960.000000Z-leap.json", "no-suffix"])
+operations = st.lists(st.tuples(st.sampled_from(["create", "notify", "delete", "refresh", "park",
+                                                 "unpark", "walk"]), op_names, st.integers(0, 5)),
+                      max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_the_view_kept_by_events_listings_and_parking_finds_every_due_job(ops):
+    """Files come and go (with or without an inotify event), names are parked and returned,
+    walks take names out as claims do: after a listing and an unparking, the walk yields every
+    due canonical file of pending/, in name order, and nothing else."""
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from spool import packednames
+    from spool.layout import is_temporary_name, parse_pending_name
+    from spool.limitspec import PoolRef
+    from spool.parking import unpark_all
+
+    sizes = packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK
+    packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK = 5, 3, 2
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            pending = Path(directory)
+            view = PendingView(SimpleNamespace(layout=SimpleNamespace(pending=pending)))  # type: ignore[arg-type]
+            now = NOW
+            for op, name, count in ops:
+                if op in ("create", "notify"):
+                    (pending / name).touch()
+                    if op == "notify":
+                        view.add(name)
+                elif op == "delete":
+                    (pending / name).unlink(missing_ok=True)
+                elif op == "refresh":
+                    view.refresh(0.0)
+                elif op == "park" and view.names:
+                    view.park(view.names.first(), PoolRef("pair"))  # type: ignore[arg-type]
+                elif op == "unpark":
+                    unpark_all(view)
+                elif op == "walk":
+                    for step, walked in enumerate(view.due(now)):
+                        assert walked[2:25] <= due_stamp(now)
+                        if step < count:
+                            view.remove(walked)
+            view.refresh(0.0)
+            unpark_all(view)
+            files = os.listdir(pending)
+            canonical = sorted(f for f in files if parse_pending_name(f))
+            assert list(view.due(now)) == [f for f in canonical if f[2:25] <= due_stamp(now)]
+            assert sorted(view.drops) == sorted(f for f in files if not parse_pending_name(f)
+                                                and not is_temporary_name(f))
+    finally:
+        packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK = sizes
