@@ -34,6 +34,7 @@ class PendingFeed:
         self.store = store
         self.view = PendingView(store)
         self.watcher: Watcher | None = None
+        self.adoption_failed = False  # (a full disk, EACCES): the next try waits a poll
 
     def watch(self) -> int | None:
         """Watch pending/ and cancel/ with inotify; the descriptor to wait on, or None where
@@ -83,7 +84,9 @@ class PendingFeed:
         view, poll = self.view, self.store.config.defaults.poll
         waits = []
         if view.drops and not stopping:
-            waits.append(0.0)  # a bounded adoption pass left some for the next step
+            # a bounded adoption pass left some for the next step (after one that failed,
+            # at once would be a busy loop of errors)
+            waits.append(poll if self.adoption_failed else 0.0)
         due = view.next_due(now)
         if due:
             waits.append((parse_due(due) - now).total_seconds())
@@ -103,7 +106,12 @@ class PendingFeed:
         if not view.drops:
             return False
         until = time.monotonic() + max(0.02, self.store.config.defaults.heartbeat / 4)
-        _, left = adopt_pass(self.store, now, list(view.drops), until)
+        try:
+            _, left = adopt_pass(self.store, now, list(view.drops), until)
+        except OSError:
+            self.adoption_failed = True
+            raise
+        self.adoption_failed = False
         view.drops = dict.fromkeys(left)
         if not left:
             view.refresh(time.monotonic())

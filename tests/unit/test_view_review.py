@@ -271,3 +271,30 @@ def test_the_view_kept_by_events_listings_and_parking_finds_every_due_job(ops):
                                                 and not is_temporary_name(f))
     finally:
         packednames.FIRST_CHUNK, packednames.CHUNK, packednames.BLOCK = sizes
+
+
+def test_an_adoption_that_fails_is_retried_after_a_poll_not_at_once(tmp_path, monkeypatch):
+    """A drop cannot be adopted (a full disk: ENOSPC from the adopted file's write): the step
+    goes on to its heartbeat, and the next try waits a poll interval instead of spinning
+    (drops left to adopt would otherwise ask for a step at once, for ever)."""
+    import spool.feed
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    root = make_spool(tmp_path / "spool", CONFIG)
+    sp = Spool(root, host="h1")
+    (root / "pending" / "dropped.json").write_text('{"job": "sleep", "args": {"seconds": 0}}')
+    worker = Worker(sp, capacity=1)
+    worker.start(datetime.now(UTC))
+    try:
+        worker.step(datetime.now(UTC))  # lists pending/: the drop is seen
+        monkeypatch.setattr(spool.feed, "adopt_pass", full_disk)
+        (root / "pending" / "dropped2.json").write_text('{"job": "sleep"}')
+        worker.feed.view.add("dropped2.json")  # as inotify reports it
+        worker.beat_at = time.monotonic() - 60
+        worker.step(datetime.now(UTC))
+        assert time.monotonic() - worker.beat_at < 30
+        assert worker.next_wake(datetime.now(UTC)) >= 0.1
+    finally:
+        worker.shutdown(datetime.now(UTC))
