@@ -5,10 +5,12 @@ under which the worker stopped doing what it must."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
 from datetime import datetime, timedelta
 
+import pytest
 from conftest import make_spool
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -296,5 +298,42 @@ def test_an_adoption_that_fails_is_retried_after_a_poll_not_at_once(tmp_path, mo
         worker.step(datetime.now(UTC))
         assert time.monotonic() - worker.beat_at < 30
         assert worker.next_wake(datetime.now(UTC)) >= 0.1
+    finally:
+        worker.shutdown(datetime.now(UTC))
+
+
+@pytest.mark.xfail(strict=True, reason="a listing of pending/ is one step: not bounded per step "
+                   "and heartbeats do not run on their own (DESIGN §4, Heartbeats)")
+def test_a_slow_listing_does_not_hold_back_heartbeats(tmp_path, monkeypatch):
+    """A listing of 1,000,000 names on a slow network filesystem takes longer than a heartbeat:
+    the worker's heartbeats must go on meanwhile (files never age past `heartbeat` plus a small
+    margin), or another host's reaper judges the running job's worker gone."""
+    import spool.claim
+
+    sp = Spool(make_spool(tmp_path / "spool", CONFIG), host="h1")
+    job_id = sp.submit("sleep", {"seconds": 60})
+    worker = Worker(sp, capacity=1)
+    worker.start(datetime.now(UTC))
+    beats: list[float] = []
+    real_beat = worker.beat
+    monkeypatch.setattr(worker, "beat",
+                        lambda now, mono: beats.append(mono) or real_beat(now, mono))
+    real_listing = spool.claim.iter_names
+
+    def slow_listing(directory):  # 3 heartbeats long
+        yield from real_listing(directory)
+        time.sleep(3.0)
+
+    try:
+        worker.step(datetime.now(UTC))
+        assert job_id in worker.running
+        monkeypatch.setattr(spool.claim, "iter_names", slow_listing)
+        worker.view.refreshed_at = float("-inf")
+        start = time.monotonic()
+        worker.beat_at = start
+        while time.monotonic() - start < 4.0:
+            worker.step(datetime.now(UTC))
+            time.sleep(0.05)
+        assert max(b - a for a, b in itertools.pairwise([start, *beats])) < 2.0
     finally:
         worker.shutdown(datetime.now(UTC))
