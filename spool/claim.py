@@ -98,8 +98,9 @@ class PendingView:
 
     @property
     def ids(self) -> Container[str]:
-        """The ids of `names`: is a dependency pending? (spool.dependencies)"""
-        return self.names.ids
+        """The ids of `names` and of the parked names: is a dependency pending?
+        (spool.dependencies)"""
+        return _PendingIds(self.names.ids, self.parked.ids)
 
     def refresh(self, monotonic_now: float) -> None:
         drops: list[str] = []
@@ -112,8 +113,9 @@ class PendingView:
             return False
 
         # the old names go first (27 MB at 1,000,000 pending): a listing that fails leaves
-        # the view empty, and the next step lists again
-        self.names = SortedNames()
+        # the view empty and never listed, so that whoever asks next (a step, a burst
+        # worker's last look) lists again rather than trust it
+        self.names, self.refreshed_at = SortedNames(), float("-inf")
         names = SortedNames(iter_names(self.store.layout.pending), keep)
         self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
         if self.info:
@@ -183,6 +185,14 @@ class PendingView:
             info = JobInfo(1, (), 0, False)
         self.info[name] = info
         return info
+
+
+class _PendingIds:
+    def __init__(self, *parts: Container[str]) -> None:
+        self.parts = parts
+
+    def __contains__(self, job_id: object) -> bool:
+        return any(job_id in part for part in self.parts)
 
 
 def _pools(store: Store, body: dict[str, Any]) -> tuple[PoolRef, ...]:

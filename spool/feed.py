@@ -21,7 +21,7 @@ from spool.inotify import Watcher, make_watcher
 from spool.parking import unpark_all
 from spool.pause import read_pauses
 from spool.store import Store
-from spool.timeutil import due_stamp, parse_due
+from spool.timeutil import parse_due
 
 if TYPE_CHECKING:
     from spool.ledger import HostLedger
@@ -34,6 +34,7 @@ class PendingFeed:
         self.store = store
         self.view = PendingView(store)
         self.watcher: Watcher | None = None
+        self.adoption_failed = False  # (a full disk, EACCES): the next try waits a poll
 
     def watch(self) -> int | None:
         """Watch pending/ and cancel/ with inotify; the descriptor to wait on, or None where
@@ -57,7 +58,7 @@ class PendingFeed:
         defaults = self.store.config.defaults
         since = mono - self.view.refreshed_at
         if since > min(defaults.poll, 1.0) and (
-                since > defaults.refresh or not self.view.names
+                since > defaults.refresh or not (self.view.names or self.view.parked)
                 or self.watcher is None or self.watcher.overflowed):
             self._refresh(mono)  # without (complete) inotify, new names come from listings
 
@@ -83,11 +84,13 @@ class PendingFeed:
         view, poll = self.view, self.store.config.defaults.poll
         waits = []
         if view.drops and not stopping:
-            waits.append(0.0)  # a bounded adoption pass left some for the next step
+            # a bounded adoption pass left some for the next step (after one that failed,
+            # at once would be a busy loop of errors)
+            waits.append(poll if self.adoption_failed else 0.0)
         due = view.next_due(now)
         if due:
             waits.append((parse_due(due) - now).total_seconds())
-        if view.names and view.names[0][2:25] <= due_stamp(now):
+        if next(view.due(now), None) is not None:  # the first name may be a future one
             # due work but no free slot: another worker of this host holds them; look again
             # (due work held back by a pause waits for a resume: a poll interval is enough)
             waits.append(poll if paused_seen else min(poll, 0.05))
@@ -108,7 +111,12 @@ class PendingFeed:
         if not view.drops:
             return False
         until = time.monotonic() + max(0.02, self.store.config.defaults.heartbeat / 4)
-        _, left = adopt_pass(self.store, now, list(view.drops), until)
+        try:
+            _, left = adopt_pass(self.store, now, list(view.drops), until)
+        except OSError:
+            self.adoption_failed = True
+            raise
+        self.adoption_failed = False
         view.drops = dict.fromkeys(left)
         if not left:
             view.refresh(time.monotonic())

@@ -8,6 +8,7 @@ names out and forgets those that are gone.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from spool.files import list_names
@@ -26,6 +27,7 @@ class Parking:
     def __init__(self) -> None:
         self.by_pool: dict[PoolRef, list[str]] = {}
         self.names: set[str] = set()
+        self.ids: Counter[str] = Counter()  # of the names: still pending, to dependents
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -34,6 +36,7 @@ class Parking:
         if name not in self.names:
             bisect.insort(self.by_pool.setdefault(pool, []), name)
             self.names.add(name)
+            self.ids[name[26:-5]] += 1
 
     def take(self, pool: PoolRef, count: int | None) -> list[str]:
         """The first `count` names parked on `pool` (all with None), no longer parked."""
@@ -43,6 +46,10 @@ class Parking:
         if not waiting:
             self.by_pool.pop(pool, None)
         self.names.difference_update(taken)
+        for job_id in (name[26:-5] for name in taken):
+            self.ids[job_id] -= 1
+            if not self.ids[job_id]:
+                del self.ids[job_id]
         return taken
 
     def unparked(self, names: SortedNames) -> None:
@@ -57,6 +64,7 @@ class Parking:
             else:
                 del self.by_pool[pool]
         self.names = {name for name in self.names if name in names}
+        self.ids = Counter(name[26:-5] for name in self.names)
         for name in self.names:
             names.discard(name)
 

@@ -169,8 +169,9 @@ class Worker:
             if not busy:
                 log.info("drain complete: no job running, stopping")
             return busy
-        self.feed.adopt(now)
-        self.feed.refresh_if_stale(mono)
+        # a listing that fails (EACCES, EIO) must not stop heartbeats: the next step lists again
+        self._guarded("adoption", lambda: self.feed.adopt(now))
+        self._guarded("listing", lambda: self.feed.refresh_if_stale(mono))
         self._guarded("claim", lambda: self.claim_and_start(now))
         if self.record_at is not None and time.monotonic() >= self.record_at:
             self._guarded("ledger", self.sync_ledger)
@@ -179,7 +180,7 @@ class Worker:
         idle = not self.running and not self.attempts.unsettled
         return not (self.burst and idle and not self.feed.anything_due(now, self.ledger))
 
-    def _guarded(self, what: str, action: Callable[[], None]) -> None:
+    def _guarded(self, what: str, action: Callable[[], object]) -> None:
         """One phase of a step: a filesystem fault is logged and the step goes on, so that a
         full disk never stops heartbeats or the other phases."""
         try:
