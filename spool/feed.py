@@ -34,6 +34,7 @@ class PendingFeed:
         self.store = store
         self.view = PendingView(store)
         self.watcher: Watcher | None = None
+        self.listed_at = float("-inf")  # when a step last tried a listing
         self.adoption_failed = False  # (a full disk, EACCES): the next try waits a poll
 
     def watch(self) -> int | None:
@@ -76,6 +77,7 @@ class PendingFeed:
     def _refresh(self, mono: float) -> None:
         if self.watcher:
             self.watcher.overflowed = False  # the listing sees what the lost events said
+        self.listed_at = mono  # tried: a listing that fails is tried again a poll later
         self.view.refresh(mono)
 
     def waits(self, now: datetime, paused_seen: bool, stopping: bool) -> list[float]:
@@ -98,7 +100,8 @@ class PendingFeed:
             # new names come from listings: the next is due a poll after the last, however
             # often the worker woke in between (a job's end, a heartbeat), or a job submitted
             # on another host waited up to two polls
-            waits.append(max(0.0, view.refreshed_at + poll - time.monotonic()) + 0.001)
+            last = max(view.refreshed_at, self.listed_at)
+            waits.append(max(0.0, last + poll - time.monotonic()) + 0.001)
         elif view.parked or self.watcher is None or not view.names:
             waits.append(poll)  # a pool freed on another host: look
         return waits

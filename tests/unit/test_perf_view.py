@@ -112,3 +112,26 @@ def test_without_inotify_the_next_listing_is_due_a_poll_after_the_last(tmp_path)
     assert wait <= 0.25 * poll + 0.01, wait
     feed.view.refresh(clock.monotonic() - 2 * poll)  # overdue: at once
     assert min(feed.waits(datetime.now(UTC), False, False)) <= 0.01
+
+
+def test_a_listing_that_fails_is_tried_again_a_poll_later_not_at_once(tmp_path):
+    import errno
+    import time as clock
+    from datetime import datetime
+
+    from spool import Spool
+    from spool.feed import PendingFeed
+    from spool.timeutil import UTC
+
+    spool = Spool(make_spool(tmp_path / "spool"), host="h")
+    feed = PendingFeed(spool.store)  # without inotify
+    poll = spool.config.defaults.poll
+
+    def failing(mono: float) -> None:
+        feed.view.refreshed_at = float("-inf")  # as a listing that fails part way leaves it
+        raise OSError(errno.EIO, "Input/output error", str(spool.store.layout.pending))
+
+    feed.view.refresh = failing
+    with pytest.raises(OSError):
+        feed.refresh_if_stale(clock.monotonic())
+    assert min(feed.waits(datetime.now(UTC), False, False)) >= 0.9 * poll  # no busy loop
