@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 
 from spool.allow import carry_owner
 from spool.dependencies import DependencyPass, dependencies
@@ -40,6 +40,7 @@ from spool.timeutil import due_stamp, format_time
 
 log = logging.getLogger("spool.claim")
 GONE_ERRNOS = (errno.ENOENT, errno.ESTALE)  # the file was moved away: not ours
+LISTING_TICK = 4096  # names of a listing between two calls of PendingView.during_listing
 
 
 class JobInfo(NamedTuple):
@@ -95,6 +96,9 @@ class PendingView:
         self.info: dict[str, JobInfo] = {}
         self.refreshed_at = float("-inf")
         self.parked = Parking()  # names waiting for a full limit pool, out of the walk
+        # called every LISTING_TICK names of a listing: a worker's heartbeats go on during a
+        # listing of 1,000,000 names, which takes seconds, more on NFS
+        self.during_listing: Callable[[], None] | None = None
 
     @property
     def ids(self) -> Container[str]:
@@ -116,11 +120,17 @@ class PendingView:
         # the view empty and never listed, so that whoever asks next (a step, a burst
         # worker's last look) lists again rather than trust it
         self.names, self.refreshed_at = SortedNames(), float("-inf")
-        names = SortedNames(iter_names(self.store.layout.pending), keep)
+        names = SortedNames(self._listing(), keep)
         self.names, self.drops, self.refreshed_at = names, dict.fromkeys(drops), monotonic_now
         if self.info:
             self.info = {n: i for n, i in self.info.items() if n in names}
         self.parked.unparked(self.names)
+
+    def _listing(self) -> Iterator[str]:
+        for count, name in enumerate(iter_names(self.store.layout.pending), 1):
+            if count % LISTING_TICK == 0 and self.during_listing is not None:
+                self.during_listing()
+            yield name
 
     def add(self, name: str) -> None:
         """A name reported by inotify."""

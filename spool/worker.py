@@ -62,6 +62,7 @@ class Worker:
         self.pid = os.getpid()
         self.ledger = HostLedger(self.store.layout, spool.host, self.config.defaults.durable)
         self.feed = PendingFeed(self.store)  # the view of pending/ and its inotify watcher
+        self.feed.view.during_listing = self._beat_during_listing
         self.attempts = Attempts(self.store, self.pid, spool.clock)
         self.stopping = False
         self.stop_at: float | None = None
@@ -138,6 +139,12 @@ class Worker:
             log.info("stop requested: claiming nothing more; draining %d running job(s) within "
                      "grace %gs (past it they are stopped and return to pending/; a second "
                      "signal stops them at once)", running, grace)
+
+    def _beat_during_listing(self) -> None:
+        """A long listing of pending/ (a million names, NFS) must not let the running
+        attempts' files age past their heartbeat (another host's reaper would take them):
+        their heartbeats, timeouts and cancels are looked after as a step would."""
+        self.attempts.supervise(time.monotonic(), False, self.signals > 1)
 
     def reload(self) -> None:
         """SIGHUP: re-read spool.toml; a broken file keeps the old config."""
