@@ -14,7 +14,7 @@ from spool.cli.common import LEVEL_COLOURS, coloured, emit_json, use_colour
 from spool.api import Spool
 from spool.config import load_config
 from spool.errors import InvalidInput, SpoolError
-from spool.execution import placeholders
+from spool.templates import placeholders
 from spool.job import normalize
 from spool.jsonvalues import load_json
 from spool.sample import SAMPLE_CONFIG

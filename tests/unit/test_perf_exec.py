@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from spool.execpath import find_program, forget
-from spool.execution import read_result, start_command
+from spool.commands import start_command
+from spool.execution import read_result
 
 
 @pytest.fixture(autouse=True)
@@ -95,14 +96,14 @@ def test_descriptors_are_sealed_again_after_an_import(monkeypatch):
     import sys
     import types
 
-    from spool import execution
+    from spool import commands
 
-    assert execution.seal_descriptors()
+    assert commands.seal_descriptors()
     fd = os.open(os.devnull, os.O_RDONLY)
     try:
         os.set_inheritable(fd, True)
-        assert execution.seal_descriptors() and os.get_inheritable(fd)  # nothing imported
+        assert commands.seal_descriptors() and os.get_inheritable(fd)  # nothing imported
         monkeypatch.setitem(sys.modules, "spool_test_imported", types.ModuleType("x"))
-        assert execution.seal_descriptors() and not os.get_inheritable(fd)
+        assert commands.seal_descriptors() and not os.get_inheritable(fd)
     finally:
         os.close(fd)

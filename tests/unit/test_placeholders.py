@@ -10,7 +10,8 @@ import pytest
 
 from spool.config import load_config
 from spool.errors import InvalidInput
-from spool.execution import expand_argv, placeholders
+from spool.commands import expand_argv
+from spool.templates import placeholders
 from spool.job import normalize
 from spool.timeutil import human_duration, human_time, parse_time
 

@@ -17,9 +17,9 @@ from spool import Spool
 from spool.claim import PendingView, claim_due
 from spool.config import Backoff
 from spool.errors import InvalidInput
+from spool.commands import expand_argv
 from spool.execution import (
     StartError,
-    expand_argv,
     load_handler,
     read_result,
     write_result,
